@@ -1,0 +1,1 @@
+"""raftkv: a clustered key-value store on Raft."""

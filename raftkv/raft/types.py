@@ -1,0 +1,160 @@
+"""Plain value types shared by the consensus core, storage, transport and simulator.
+
+Everything here is an immutable dataclass with no behaviour, so that the same objects can be persisted,
+serialised for HTTP, or passed between simulated nodes without copying.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+NodeId = str
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One log entry. ``data`` is None for the no-op a new leader appends to commit its term."""
+
+    index: int
+    term: int
+    data: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HardState:
+    """What must survive a crash besides the log: the current term, the vote cast in it, the commit index."""
+
+    term: int = 0
+    vote: NodeId | None = None
+    commit: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The state machine as of ``index`` (whose entry had ``term``); replaces every entry up to ``index``."""
+
+    index: int
+    term: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PersistentState:
+    """Everything a node reloads on start: what storage returns and the core is built from."""
+
+    hard_state: HardState = HardState()
+    snapshot: Snapshot | None = None
+    entries: tuple[Entry, ...] = ()
+
+
+class Role(str, Enum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+# --- messages -------------------------------------------------------------------------------------------
+# Every message carries the sender's term and both ends; replies name the request's sender as ``dst``.
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    term: int
+    src: NodeId
+    dst: NodeId
+
+
+@dataclass(frozen=True, slots=True)
+class RequestVote(Message):
+    """A (pre-)vote request. For a pre-vote, ``term`` is the term the candidate *would* start."""
+
+    last_log_index: int
+    last_log_term: int
+    pre_vote: bool = False
+    transfer: bool = False  # sent after TimeoutNow: voters skip the leader-lease check
+
+
+@dataclass(frozen=True, slots=True)
+class RequestVoteReply(Message):
+    granted: bool
+    pre_vote: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntries(Message):
+    """Entries after ``prev_index``; with no entries it is a heartbeat. ``seq`` is echoed for ReadIndex."""
+
+    prev_index: int
+    prev_term: int
+    entries: tuple[Entry, ...]
+    commit: int
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntriesReply(Message):
+    """``match_index`` is the last index known to match on success; on rejection, the conflict hint
+    (``conflict_term`` and the first index the follower holds of that term, or its log end) lets the
+    leader skip a whole term per round trip."""
+
+    success: bool
+    match_index: int
+    conflict_index: int = 0
+    conflict_term: int = 0
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot(Message):
+    snapshot: Snapshot
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutNow(Message):
+    """Sent by a leader handing over leadership: the receiver starts an election at once."""
+
+
+AnyMessage = RequestVote | RequestVoteReply | AppendEntries | AppendEntriesReply | InstallSnapshot | TimeoutNow
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """A linearizable read may be served once the state machine has applied ``index``.
+
+    ``index`` is None when leadership was lost before the read was confirmed: the caller must retry.
+    """
+
+    ctx: object
+    index: int | None
+
+
+@dataclass(slots=True)
+class Ready:
+    """A batch of effects, to be carried out in this order by whoever drives the core:
+
+    1. persist ``snapshot`` (if any), then ``entries`` (truncating the log from ``entries[0].index``),
+       then ``hard_state`` (if changed) -- durably (fsync);
+    2. send ``messages``;
+    3. restore the state machine from ``snapshot`` (if any) and apply ``committed`` in order;
+    4. answer ``read_states`` once the state machine has applied their index.
+    """
+
+    hard_state: HardState | None = None
+    snapshot: Snapshot | None = None
+    entries: list[Entry] = field(default_factory=list)
+    messages: list[AnyMessage] = field(default_factory=list)
+    committed: list[Entry] = field(default_factory=list)
+    read_states: list[ReadState] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.hard_state
+            or self.snapshot
+            or self.entries
+            or self.messages
+            or self.committed
+            or self.read_states
+        )
