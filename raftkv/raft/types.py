@@ -7,7 +7,7 @@ serialised for HTTP, or passed between simulated nodes without copying.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 NodeId = str
 
@@ -48,7 +48,7 @@ class PersistentState:
     entries: tuple[Entry, ...] = ()
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     FOLLOWER = "follower"
     PRE_CANDIDATE = "pre-candidate"
     CANDIDATE = "candidate"
@@ -117,7 +117,9 @@ class TimeoutNow(Message):
     """Sent by a leader handing over leadership: the receiver starts an election at once."""
 
 
-AnyMessage = RequestVote | RequestVoteReply | AppendEntries | AppendEntriesReply | InstallSnapshot | TimeoutNow
+AnyMessage = (
+    RequestVote | RequestVoteReply | AppendEntries | AppendEntriesReply | InstallSnapshot | TimeoutNow
+)
 
 
 @dataclass(frozen=True, slots=True)

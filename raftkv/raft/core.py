@@ -1,0 +1,614 @@
+"""The Raft consensus algorithm as a sans-IO state machine (Figure 2 of the Raft paper, plus §6 and §9.6).
+
+``Raft`` is fed ``tick()``, ``step(message)``, ``propose(data)`` and ``read_index(ctx)``; it never sleeps, reads a
+clock, does I/O or draws randomness it was not given. Its effects accumulate until the driver calls ``ready()``,
+which returns them as one ``Ready`` batch (see its docstring for the order in which to carry them out). Calls that
+arrive between two ``ready()`` calls share one batch: that is how many proposals share one fsync and one
+AppendEntries round (group commit).
+
+Beyond the paper's Figure 2 this implements: pre-vote and check-quorum (§9.6), the leader's no-op on election,
+the conflict hint for fast log backtracking (§5.3), pipelined replication with a bounded window per follower,
+ReadIndex for linearizable reads (§6.4), snapshots (§7) and leadership transfer (§3.10 of the thesis).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+from raftkv.raft.log import RaftLog
+from raftkv.raft.types import (
+    AnyMessage,
+    AppendEntries,
+    AppendEntriesReply,
+    Entry,
+    HardState,
+    InstallSnapshot,
+    NodeId,
+    PersistentState,
+    ReadState,
+    Ready,
+    RequestVote,
+    RequestVoteReply,
+    Role,
+    Snapshot,
+    TimeoutNow,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Static settings of one node. Times are in ticks; the driver decides how long a tick is."""
+
+    id: NodeId
+    voters: tuple[NodeId, ...]
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    max_batch_entries: int = 512
+    max_batch_bytes: int = 1 << 20
+    max_inflight: int = 8
+    pre_vote: bool = True
+    check_quorum: bool = True
+
+    def __post_init__(self) -> None:
+        if self.id not in self.voters:
+            raise ValueError(f"{self.id!r} must be one of the voters {self.voters}")
+        if not 0 < self.heartbeat_ticks < self.election_ticks:
+            raise ValueError("need 0 < heartbeat_ticks < election_ticks")
+
+
+class NotLeader(Exception):
+    """Raised by calls only a leader can serve; ``leader`` is the leader this node knows of, if any."""
+
+    def __init__(self, leader: NodeId | None) -> None:
+        super().__init__(f"not the leader (leader: {leader})")
+        self.leader = leader
+
+
+class ProgressState(Enum):
+    PROBE = "probe"  # one AppendEntries at a time until the follower's match is found
+    REPLICATE = "replicate"  # optimistic pipelining, up to max_inflight batches in flight
+    SNAPSHOT = "snapshot"  # waiting for an InstallSnapshot to be acknowledged
+
+
+@dataclass(slots=True)
+class Progress:
+    """The leader's view of one follower (§5.3 nextIndex/matchIndex plus flow control)."""
+
+    next: int
+    match: int = 0
+    state: ProgressState = ProgressState.PROBE
+    paused: bool = False  # probe/snapshot: a message is out, wait for its answer or the next heartbeat
+    inflight: deque[int] = field(default_factory=deque)  # last index of each batch in flight
+    recent_active: bool = False
+    acked_seq: int = 0
+    match_at_check: int = -1  # match at the previous election-timeout boundary, to spot a stalled follower
+
+    def become_probe(self, next_index: int) -> None:
+        self.state, self.next, self.paused = ProgressState.PROBE, max(next_index, self.match + 1), False
+        self.inflight.clear()
+
+    def become_replicate(self) -> None:
+        self.state, self.next, self.paused = ProgressState.REPLICATE, self.match + 1, False
+        self.inflight.clear()
+
+
+@dataclass(slots=True)
+class _PendingRead:
+    ctx: object
+    index: int
+    seq: int
+
+
+class Raft:
+    """One Raft participant. Not thread-safe: the driver serialises every call."""
+
+    def __init__(self, config: Config, state: PersistentState, rng: random.Random) -> None:
+        self.config = config
+        self.id = config.id
+        self.rng = rng
+        hs = state.hard_state
+        self.term, self.vote = hs.term, hs.vote
+        self.log = RaftLog(state.snapshot, state.entries, hs.commit)
+        self.role = Role.FOLLOWER
+        self.leader_id: NodeId | None = None
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_timeout = 0
+        self.votes: dict[NodeId, bool] = {}
+        self.progress: dict[NodeId, Progress] = {}
+        self.transfer_target: NodeId | None = None
+        self.seq = 0  # ReadIndex round, echoed by followers
+        self.pending_reads: deque[_PendingRead] = deque()
+        self.waiting_reads: list[object] = []  # arrived before this leader committed an entry of its term
+        self.read_round_requested = False
+        self.replicate_requested = False
+        self._messages: list[AnyMessage] = []
+        self._read_states: list[ReadState] = []
+        self._persisted_hs = hs
+        self._reset_election_timer()
+
+    # --- public API ------------------------------------------------------------------------------------
+
+    @property
+    def peers(self) -> tuple[NodeId, ...]:
+        return tuple(v for v in self.config.voters if v != self.id)
+
+    @property
+    def quorum(self) -> int:
+        return len(self.config.voters) // 2 + 1
+
+    @property
+    def hard_state(self) -> HardState:
+        return HardState(term=self.term, vote=self.vote, commit=self.log.committed)
+
+    def tick(self) -> None:
+        """Advance logical time by one tick: elections for followers, heartbeats and check-quorum for leaders."""
+        if self.role is Role.LEADER:
+            self._tick_leader()
+        else:
+            self.election_elapsed += 1
+            if self.election_elapsed >= self.randomized_timeout:
+                self._start_election(transfer=False)
+
+    def propose(self, data: bytes) -> tuple[int, int]:
+        """Append a command to the leader's log; returns its (index, term). It is committed when an entry with
+        that index *and* term is applied; a different term at that index means the proposal was lost."""
+        if self.role is not Role.LEADER or self.transfer_target is not None:
+            raise NotLeader(self.leader_id if self.role is not Role.LEADER else None)
+        entry = Entry(index=self.log.last_index + 1, term=self.term, data=data)
+        self._append_own([entry])
+        return entry.index, entry.term
+
+    def read_index(self, ctx: object) -> None:
+        """Ask for a linearizable read point (§6.4): a ReadState for ``ctx`` appears in a later Ready once a
+        quorum has confirmed this node is still the leader."""
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader_id)
+        if self.log.term_at(self.log.committed) != self.term:
+            self.waiting_reads.append(ctx)  # commit index may be stale until our no-op commits
+            return
+        self._queue_read(ctx)
+
+    def transfer_leadership(self, target: NodeId) -> None:
+        """Hand leadership to ``target`` once its log is caught up (proposals pause meanwhile)."""
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader_id)
+        if target not in self.progress:
+            raise ValueError(f"{target!r} is not a voting peer")
+        self.transfer_target = target
+        self.election_elapsed = 0  # the transfer is abandoned after one election timeout
+        if self.progress[target].match == self.log.last_index:
+            self._send(TimeoutNow(term=self.term, src=self.id, dst=target))
+        else:
+            self._send_append(target)
+
+    def report_unreachable(self, peer: NodeId) -> None:
+        """The driver could not deliver a message to ``peer``: stop pipelining to it and probe instead."""
+        pr = self.progress.get(peer) if self.role is Role.LEADER else None
+        if pr is not None and pr.state is ProgressState.REPLICATE:
+            pr.become_probe(pr.match + 1)
+
+    def compact(self, index: int, data: bytes) -> Snapshot:
+        """Replace the log up to ``index`` (already applied into ``data``) by a snapshot; the caller persists it."""
+        return self.log.compact(index, data)
+
+    def ready(self) -> Ready:
+        """Collect everything that happened since the last call; the driver must carry it out in order."""
+        if self.replicate_requested:
+            self.replicate_requested = False
+            for peer in self.peers:
+                self._send_append(peer)
+        if self.read_round_requested:
+            self.read_round_requested = False
+            self._broadcast_heartbeat()
+        hs = self.hard_state
+        ready = Ready(
+            hard_state=hs if hs != self._persisted_hs else None,
+            snapshot=self.log.unstable_snapshot,
+            entries=self.log.take_unstable(),
+            messages=self._messages,
+            committed=self.log.take_committed(),
+            read_states=self._read_states,
+        )
+        self._persisted_hs = hs
+        self.log.unstable_snapshot = None
+        self._messages, self._read_states = [], []
+        return ready
+
+    def step(self, m: AnyMessage) -> None:
+        """Handle one message from a peer (any order, duplicates and stale ones included)."""
+        if m.dst != self.id or m.src == self.id:
+            return
+        if m.term > self.term:
+            if isinstance(m, RequestVote) and not m.transfer and self._in_lease():
+                return  # §9.6: a leader we heard from recently is alive; do not let this node disrupt it
+            if isinstance(m, RequestVote) and m.pre_vote:
+                pass  # a pre-vote never changes our term
+            elif isinstance(m, RequestVoteReply) and m.pre_vote and m.granted:
+                pass  # granted pre-votes carry the term the candidate asked for
+            else:
+                leader = m.src if isinstance(m, AppendEntries | InstallSnapshot) else None
+                self._become_follower(m.term, leader)
+        elif m.term < self.term:
+            if isinstance(m, AppendEntries | InstallSnapshot):
+                # A stale leader: tell it our term so it steps down (it may be cut off from everyone else).
+                self._send(
+                    AppendEntriesReply(term=self.term, src=self.id, dst=m.src, success=False, match_index=0)
+                )
+            elif isinstance(m, RequestVote) and m.pre_vote:
+                self._send(
+                    RequestVoteReply(term=self.term, src=self.id, dst=m.src, granted=False, pre_vote=True)
+                )
+            return  # anything else from an older term (late vote replies included) is ignored
+        self._dispatch(m)
+
+    # --- message handlers ------------------------------------------------------------------------------
+
+    def _dispatch(self, m: AnyMessage) -> None:
+        if isinstance(m, RequestVote):
+            self._handle_request_vote(m)
+        elif isinstance(m, RequestVoteReply):
+            self._handle_vote_reply(m)
+        elif isinstance(m, AppendEntries):
+            self._handle_append(m)
+        elif isinstance(m, AppendEntriesReply):
+            self._handle_append_reply(m)
+        elif isinstance(m, InstallSnapshot):
+            self._handle_snapshot(m)
+        elif isinstance(m, TimeoutNow) and self.role is not Role.LEADER:
+            self._start_election(transfer=True)
+
+    def _handle_request_vote(self, m: RequestVote) -> None:
+        up_to_date = self._log_up_to_date(m)
+        if m.pre_vote:
+            granted = m.term > self.term and up_to_date
+        else:
+            granted = self.vote in (None, m.src) and up_to_date and m.term == self.term
+            if granted:
+                self.vote = m.src
+                self.election_elapsed = 0
+        self._send(
+            RequestVoteReply(
+                term=m.term if (m.pre_vote and granted) else self.term,
+                src=self.id,
+                dst=m.src,
+                granted=granted,
+                pre_vote=m.pre_vote,
+            )
+        )
+
+    def _log_up_to_date(self, m: RequestVote) -> bool:
+        return self.log.is_up_to_date(m.last_log_index, m.last_log_term)
+
+    def _handle_vote_reply(self, m: RequestVoteReply) -> None:
+        if m.pre_vote:
+            if self.role is not Role.PRE_CANDIDATE or (m.granted and m.term != self.term + 1):
+                return
+        elif self.role is not Role.CANDIDATE:
+            return
+        self.votes[m.src] = m.granted
+        granted = sum(self.votes.values())
+        if granted >= self.quorum:
+            if m.pre_vote:
+                self._campaign(transfer=False)
+            else:
+                self._become_leader()
+        elif len(self.votes) - granted >= self.quorum:
+            self._become_follower(self.term, None)
+
+    def _handle_append(self, m: AppendEntries) -> None:
+        self._accept_leader(m.src)
+        reply = AppendEntriesReply(
+            term=self.term, src=self.id, dst=m.src, success=True, match_index=0, seq=m.seq
+        )
+        if m.prev_index < self.log.committed:
+            # Everything up to our commit index matches any leader's log; resume from there.
+            self._send(replace(reply, match_index=self.log.committed))
+            return
+        if not self.log.matches(m.prev_index, m.prev_term):
+            hint_index, hint_term = self._conflict_hint(m.prev_index)
+            self._send(
+                replace(
+                    reply,
+                    success=False,
+                    match_index=m.prev_index,
+                    conflict_index=hint_index,
+                    conflict_term=hint_term,
+                )
+            )
+            return
+        self.log.merge(m.entries)
+        last_new = m.prev_index + len(m.entries)
+        self.log.commit_to(min(m.commit, last_new))
+        self._send(replace(reply, match_index=last_new))
+
+    def _conflict_hint(self, prev_index: int) -> tuple[int, int]:
+        """(first index of the conflicting term, that term), or (our log end + 1, 0) when we are too short."""
+        if prev_index > self.log.last_index:
+            return self.log.last_index + 1, 0
+        return self.log.first_index_of_term(prev_index), self.log.term_at(prev_index) or 0
+
+    def _handle_snapshot(self, m: InstallSnapshot) -> None:
+        self._accept_leader(m.src)
+        snap = m.snapshot
+        if snap.index <= self.log.committed:
+            match = self.log.committed
+        elif self.log.matches(snap.index, snap.term):
+            self.log.commit_to(snap.index)  # we hold its last entry: the log after it stays valid
+            match = snap.index
+        else:
+            self.log.restore(snap)
+            match = snap.index
+        self._send(
+            AppendEntriesReply(
+                term=self.term, src=self.id, dst=m.src, success=True, match_index=match, seq=m.seq
+            )
+        )
+
+    def _handle_append_reply(self, m: AppendEntriesReply) -> None:
+        if self.role is not Role.LEADER:
+            return
+        pr = self.progress.get(m.src)
+        if pr is None:
+            return
+        pr.recent_active = True
+        if m.seq > pr.acked_seq:
+            pr.acked_seq = m.seq
+            self._release_reads()
+        if m.success:
+            self._on_append_success(m.src, pr, m.match_index)
+        else:
+            self._on_append_reject(m.src, pr, m)
+
+    def _on_append_success(self, peer: NodeId, pr: Progress, match: int) -> None:
+        if match > pr.match:
+            pr.match = match
+            while pr.inflight and pr.inflight[0] <= match:
+                pr.inflight.popleft()
+            if pr.state is ProgressState.REPLICATE:
+                pr.next = max(pr.next, match + 1)
+            else:
+                pr.become_replicate()
+            if self._maybe_commit():
+                self.replicate_requested = True  # followers learn the new commit index promptly
+            if peer == self.transfer_target and pr.match == self.log.last_index:
+                self._send(TimeoutNow(term=self.term, src=self.id, dst=peer))
+        elif pr.state is ProgressState.REPLICATE:
+            if len(pr.inflight) >= self.config.max_inflight:
+                pr.inflight.popleft()  # a batch may be lost: let one more go; a gap makes the follower reject
+        else:
+            pr.paused = False
+        self._send_append(peer)
+
+    def _on_append_reject(self, peer: NodeId, pr: Progress, m: AppendEntriesReply) -> None:
+        rejected = m.match_index
+        stale = rejected <= pr.match or (pr.state is ProgressState.PROBE and rejected != pr.next - 1)
+        if stale:
+            return
+        next_index = m.conflict_index
+        if m.conflict_term:
+            ours = self.log.last_index_of_term(m.conflict_term)
+            if ours is not None:
+                next_index = ours + 1
+        pr.become_probe(min(next_index, rejected))
+        self._send_append(peer)
+
+    # --- roles -----------------------------------------------------------------------------------------
+
+    def _become_follower(self, term: int, leader: NodeId | None) -> None:
+        if term != self.term:
+            self.term, self.vote = term, None
+        self._fail_reads()
+        self.role, self.leader_id = Role.FOLLOWER, leader
+        self.transfer_target = None
+        self._reset_election_timer()
+
+    def _start_election(self, *, transfer: bool) -> None:
+        if self.config.pre_vote and not transfer:
+            self._fail_reads()
+            self.role, self.leader_id = Role.PRE_CANDIDATE, None
+            self._reset_election_timer()
+            self._request_votes(term=self.term + 1, pre_vote=True, transfer=False)
+        else:
+            self._campaign(transfer=transfer)
+
+    def _campaign(self, *, transfer: bool) -> None:
+        self._fail_reads()
+        self.term += 1
+        self.vote, self.role, self.leader_id = self.id, Role.CANDIDATE, None
+        self._reset_election_timer()
+        self._request_votes(term=self.term, pre_vote=False, transfer=transfer)
+
+    def _request_votes(self, *, term: int, pre_vote: bool, transfer: bool) -> None:
+        self.votes = {self.id: True}
+        if len(self.votes) >= self.quorum:  # a cluster of one
+            if pre_vote:
+                self._campaign(transfer=False)
+            else:
+                self._become_leader()
+            return
+        for peer in self.peers:
+            self._send(
+                RequestVote(
+                    term=term,
+                    src=self.id,
+                    dst=peer,
+                    last_log_index=self.log.last_index,
+                    last_log_term=self.log.last_term,
+                    pre_vote=pre_vote,
+                    transfer=transfer,
+                )
+            )
+
+    def _become_leader(self) -> None:
+        self.role, self.leader_id = Role.LEADER, self.id
+        self.heartbeat_elapsed = self.election_elapsed = 0
+        self.transfer_target = None
+        self.progress = {p: Progress(next=self.log.last_index + 1) for p in self.peers}
+        self._append_own([Entry(index=self.log.last_index + 1, term=self.term, data=None)])
+
+    def _accept_leader(self, leader: NodeId) -> None:
+        """A valid AppendEntries/InstallSnapshot of our term: its sender is the leader (§5.2)."""
+        if self.role is not Role.FOLLOWER:
+            self._become_follower(self.term, leader)
+        self.leader_id = leader
+        self.election_elapsed = 0
+
+    def _in_lease(self) -> bool:
+        return (
+            self.config.check_quorum
+            and self.leader_id is not None
+            and self.election_elapsed < self.config.election_ticks
+        )
+
+    def _reset_election_timer(self) -> None:
+        self.election_elapsed = 0
+        ticks = self.config.election_ticks
+        self.randomized_timeout = self.rng.randint(ticks, 2 * ticks - 1)
+
+    def _tick_leader(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.config.election_ticks:
+            self.election_elapsed = 0
+            self.transfer_target = None
+            if self.config.check_quorum and not self._quorum_active():
+                self._become_follower(self.term, None)
+                return
+            self._restart_stalled()
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            self._broadcast_heartbeat()
+
+    def _restart_stalled(self) -> None:
+        """A follower that made no progress for a whole election timeout while behind lost a message the
+        window still counts as in flight (or a snapshot): probe it afresh."""
+        for pr in self.progress.values():
+            if pr.match < self.log.last_index and pr.match == pr.match_at_check:
+                pr.become_probe(pr.match + 1)
+            pr.match_at_check = pr.match
+
+    def _quorum_active(self) -> bool:
+        active = 1 + sum(pr.recent_active for pr in self.progress.values())
+        for pr in self.progress.values():
+            pr.recent_active = False
+        return active >= self.quorum
+
+    # --- replication -----------------------------------------------------------------------------------
+
+    def _append_own(self, entries: list[Entry]) -> None:
+        self.log.append(entries)
+        self.replicate_requested = True
+        self._maybe_commit()  # a cluster of one commits at once
+
+    def _maybe_commit(self) -> bool:
+        """Commit the highest index stored on a quorum, but only by counting entries of the current term
+        (§5.4.2, Figure 8); earlier entries commit indirectly with it."""
+        matches = sorted([self.log.last_index, *(pr.match for pr in self.progress.values())], reverse=True)
+        candidate = matches[self.quorum - 1]
+        if candidate <= self.log.committed or not self._may_commit(candidate):
+            return False
+        first_in_term = self.log.term_at(self.log.committed) != self.term
+        self.log.commit_to(candidate)
+        if first_in_term:
+            for ctx in self.waiting_reads:
+                self._queue_read(ctx)
+            self.waiting_reads = []
+        return True
+
+    def _may_commit(self, index: int) -> bool:
+        return self.log.term_at(index) == self.term
+
+    def _send_append(self, peer: NodeId) -> None:
+        """Send what ``peer`` is missing, as far as its flow-control window allows."""
+        pr = self.progress[peer]
+        while not pr.paused and len(pr.inflight) < self.config.max_inflight:
+            if pr.next < self.log.first_index:
+                self._send_snapshot(peer, pr)
+                return
+            if pr.next > self.log.last_index:
+                return  # nothing new: heartbeats carry the commit index from here
+            prev = pr.next - 1
+            prev_term = self.log.term_at(prev)
+            assert prev_term is not None
+            entries = self.log.slice(pr.next, self.config.max_batch_entries, self.config.max_batch_bytes)
+            self._send(
+                AppendEntries(
+                    term=self.term,
+                    src=self.id,
+                    dst=peer,
+                    prev_index=prev,
+                    prev_term=prev_term,
+                    entries=entries,
+                    commit=self.log.committed,
+                    seq=self.seq,
+                )
+            )
+            if pr.state is ProgressState.REPLICATE:
+                pr.next = entries[-1].index + 1
+                pr.inflight.append(entries[-1].index)
+            else:
+                pr.paused = True
+
+    def _send_snapshot(self, peer: NodeId, pr: Progress) -> None:
+        snapshot = self.log.snapshot
+        assert snapshot is not None
+        self._send(InstallSnapshot(term=self.term, src=self.id, dst=peer, snapshot=snapshot, seq=self.seq))
+        pr.state, pr.paused = ProgressState.SNAPSHOT, True
+        pr.inflight.clear()
+
+    def _broadcast_heartbeat(self) -> None:
+        """An empty AppendEntries anchored at each follower's known match point: it always passes the
+        consistency check, so it never disturbs pipelined batches, and carries the commit index and ``seq``."""
+        for peer, pr in self.progress.items():
+            if pr.state is ProgressState.PROBE:
+                pr.paused = False  # the probe's answer may have been lost: the reply to this one resends it
+            prev_term = self.log.term_at(pr.match)
+            prev = pr.match if prev_term is not None else 0  # index 0 matches every log
+            self._send(
+                AppendEntries(
+                    term=self.term,
+                    src=self.id,
+                    dst=peer,
+                    prev_index=prev,
+                    prev_term=prev_term or 0,
+                    entries=(),
+                    commit=min(pr.match, self.log.committed),
+                    seq=self.seq,
+                )
+            )
+
+    # --- linearizable reads (ReadIndex) ----------------------------------------------------------------
+
+    def _queue_read(self, ctx: object) -> None:
+        if len(self.config.voters) == 1:
+            self._read_states.append(ReadState(ctx, self.log.committed))
+            return
+        if not self.read_round_requested:
+            self.seq += 1
+            self.read_round_requested = True
+        self.pending_reads.append(_PendingRead(ctx, self.log.committed, self.seq))
+
+    def _release_reads(self) -> None:
+        while self.pending_reads:
+            read = self.pending_reads[0]
+            acks = 1 + sum(pr.acked_seq >= read.seq for pr in self.progress.values())
+            if acks < self.quorum:
+                return
+            self.pending_reads.popleft()
+            self._read_states.append(ReadState(read.ctx, read.index))
+
+    def _fail_reads(self) -> None:
+        for read in self.pending_reads:
+            self._read_states.append(ReadState(read.ctx, None))
+        for ctx in self.waiting_reads:
+            self._read_states.append(ReadState(ctx, None))
+        self.pending_reads.clear()
+        self.waiting_reads = []
+        self.read_round_requested = False
+
+    def _send(self, m: AnyMessage) -> None:
+        self._messages.append(m)
