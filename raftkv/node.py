@@ -1,0 +1,264 @@
+"""The Trio runtime of one node: the only module that knows about Trio, time and threads.
+
+``RaftNode.run`` opens one nursery that owns every task of the node:
+
+- the *ticker* feeds the sans-IO core a tick at each deadline (``trio.sleep_until``, no polling);
+- the *driver* turns each ``Ready`` batch into effects in the order Raft demands: persist (fsync, in a worker
+  thread so the loop never stalls), then hand messages to the transport, then pass committed entries to ...
+- the *apply loop*, which applies them to the key-value store in order, answers the clients waiting on them,
+  releases linearizable reads and takes snapshots;
+- the transport's one sender per peer (see ``transport.py``).
+
+Client calls (``write``, ``read_barrier``) and Raft messages from peers only touch the core and wake the driver,
+so everything that arrives while one batch is being fsynced shares the next batch: group commit for free.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+
+import trio
+
+from raftkv import kv
+from raftkv.config import NodeConfig
+from raftkv.raft.core import Config, NotLeader, Raft
+from raftkv.raft.types import AnyMessage, Entry, ReadState, Role, Snapshot
+from raftkv.storage import Storage
+from raftkv.transport import Transport
+
+log = logging.getLogger(__name__)
+
+
+class Unavailable(Exception):
+    """No leader, no quorum, or no answer in time: the client should retry (HTTP 503)."""
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """A client waiting for its proposal (or read) to take effect."""
+
+    term: int = 0
+    done: trio.Event = field(default_factory=trio.Event)
+    result: kv.Result | None = None
+    error: str | None = None
+
+    def finish(self, result: kv.Result | None = None, error: str | None = None) -> None:
+        self.result, self.error = result, error
+        self.done.set()
+
+
+# What the driver hands the apply loop, in log order.
+_ApplyItem = Snapshot | list[Entry] | list[ReadState]
+
+
+class RaftNode:
+    def __init__(self, config: NodeConfig, storage: Storage, transport: Transport, rng: random.Random) -> None:
+        self.config = config
+        self.storage = storage
+        self.transport = transport
+        state = storage.load()
+        self.kv = kv.KVStore.restore(state.snapshot.data) if state.snapshot else kv.KVStore()
+        self.core = Raft(
+            Config(
+                id=config.id,
+                voters=tuple(sorted(config.members)),
+                election_ticks=config.election_ticks,
+                heartbeat_ticks=config.heartbeat_ticks,
+                max_inflight=config.max_inflight,
+            ),
+            state,
+            rng,
+        )
+        self.snapshot_index = state.snapshot.index if state.snapshot else 0
+        self._wakeup = trio.Event()
+        self._storage_lock = trio.Lock()
+        self._proposals: dict[int, _Waiter] = {}
+        self._reads: list[tuple[int, _Waiter]] = []  # confirmed reads waiting for apply to reach their index
+        self._apply_send, self._apply_recv = trio.open_memory_channel[_ApplyItem](1024)
+        self.started = trio.Event()
+
+    # --- what the HTTP layer calls ---------------------------------------------------------------------
+
+    @property
+    def leader(self) -> tuple[str, str] | None:
+        """(id, url) of the leader this node knows of."""
+        leader = self.core.leader_id
+        return (leader, self.config.members[leader]) if leader in self.config.members else None
+
+    @property
+    def is_leader(self) -> bool:
+        return self.core.role is Role.LEADER
+
+    def deliver(self, message: AnyMessage) -> None:
+        """A Raft message from a peer (the HTTP handler answers 202 at once; replies travel on their own)."""
+        self.core.step(message)
+        self._wake()
+
+    async def write(self, command: kv.Command) -> kv.Result:
+        """Replicate ``command`` and return its outcome once applied here. Raises NotLeader or Unavailable."""
+        index, term = self.core.propose(kv.encode_command(command))
+        waiter = _Waiter(term=term)
+        self._proposals[index] = waiter
+        self._wake()
+        try:
+            await self._wait(waiter, "the write was not committed in time (it may still be)")
+        finally:
+            self._proposals.pop(index, None)
+        assert waiter.result is not None
+        return waiter.result
+
+    async def read_barrier(self) -> None:
+        """Return once a read of the local store is linearizable (ReadIndex, §6.4 of the Raft thesis)."""
+        if self.config.test_unsafe_local_reads:
+            return
+        waiter = _Waiter()
+        self.core.read_index(waiter)
+        self._wake()
+        await self._wait(waiter, "no quorum confirmed the leadership in time")
+
+    def status(self) -> dict[str, object]:
+        leader = self.leader
+        return {
+            "id": self.config.id,
+            "role": self.core.role.value,
+            "term": self.core.term,
+            "leader": {"id": leader[0], "url": leader[1]} if leader else None,
+            "commit_index": self.core.log.committed,
+            "last_applied": self.kv.applied_index,
+            "last_log_index": self.core.log.last_index,
+            "snapshot_index": self.core.log.snapshot_index,
+            "members": [{"id": i, "url": u, "voter": True} for i, u in sorted(self.config.members.items())],
+        }
+
+    @property
+    def ready_to_serve(self) -> bool:
+        """Knows a leader and has applied everything it knows to be committed."""
+        return self.leader is not None and self.kv.applied_index >= self.core.log.committed
+
+    # --- the tasks -------------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled; every task of the node lives in this nursery."""
+        async with trio.open_nursery() as nursery:
+            self.transport.on_unreachable = self._peer_unreachable
+            await nursery.start(self.transport.run)
+            nursery.start_soon(self._ticker)
+            nursery.start_soon(self._driver)
+            nursery.start_soon(self._apply_loop)
+            self._wake()
+            self.started.set()
+            task_status.started()
+
+    async def _ticker(self) -> None:
+        interval = self.config.tick_ms / 1000
+        deadline = trio.current_time()
+        while True:
+            deadline += interval
+            await trio.sleep_until(deadline)
+            self.core.tick()
+            self._wake()
+
+    async def _driver(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            ready = self.core.ready()
+            if not ready:
+                continue
+            if ready.hard_state or ready.entries or ready.snapshot:
+                async with self._storage_lock:
+                    await trio.to_thread.run_sync(
+                        self.storage.save, ready.hard_state, ready.entries, ready.snapshot
+                    )
+            for message in ready.messages:
+                self.transport.send(message)
+            if ready.snapshot:
+                await self._apply_send.send(ready.snapshot)
+            if ready.committed:
+                await self._apply_send.send(ready.committed)
+            if ready.read_states:
+                await self._apply_send.send(ready.read_states)
+
+    async def _apply_loop(self) -> None:
+        async for item in self._apply_recv:
+            if isinstance(item, Snapshot):
+                self._restore(item)
+            elif item and isinstance(item[0], Entry):
+                self._apply_entries(item)  # type: ignore[arg-type]
+            else:
+                self._confirm_reads(item)  # type: ignore[arg-type]
+            self._release_reads()
+            await self._maybe_snapshot()
+
+    # --- apply-side helpers ----------------------------------------------------------------------------
+
+    def _apply_entries(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            if entry.index <= self.kv.applied_index:
+                continue  # covered by a snapshot restored meanwhile
+            result = self.kv.apply(entry.index, entry.data)
+            waiter = self._proposals.get(entry.index)
+            if waiter is None:
+                continue
+            if waiter.term == entry.term and result is not None:
+                waiter.finish(result)
+            else:
+                waiter.finish(error="leadership changed before the write committed; it was not applied")
+
+    def _restore(self, snapshot: Snapshot) -> None:
+        self.kv = kv.KVStore.restore(snapshot.data)
+        self.snapshot_index = snapshot.index
+        for index, waiter in list(self._proposals.items()):
+            if index <= snapshot.index:
+                waiter.finish(error="the outcome of the write is unknown (replaced by a snapshot): retry")
+
+    def _confirm_reads(self, states: list[ReadState]) -> None:
+        for state in states:
+            assert isinstance(state.ctx, _Waiter)
+            if state.index is None:
+                state.ctx.finish(error="leadership was lost before the read was confirmed")
+            else:
+                self._reads.append((state.index, state.ctx))
+
+    def _release_reads(self) -> None:
+        applied = self.kv.applied_index
+        still_waiting = []
+        for index, waiter in self._reads:
+            if index <= applied:
+                waiter.finish()
+            else:
+                still_waiting.append((index, waiter))
+        self._reads = still_waiting
+
+    async def _maybe_snapshot(self) -> None:
+        """Keep the log bounded: snapshot the store once enough entries were applied since the last one."""
+        applied = self.kv.applied_index
+        if applied - self.snapshot_index < self.config.snapshot_entries:
+            return
+        snapshot = self.core.compact(applied, self.kv.snapshot())
+        self.snapshot_index = applied
+        async with self._storage_lock:
+            await trio.to_thread.run_sync(self.storage.save, None, [], snapshot)
+        log.info("snapshot at index %d (%d bytes)", applied, len(snapshot.data))
+
+    # --- small helpers ---------------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+
+    def _peer_unreachable(self, peer: str) -> None:
+        self.core.report_unreachable(peer)
+        self._wake()
+
+    async def _wait(self, waiter: _Waiter, timeout_message: str) -> None:
+        with trio.move_on_after(self.config.request_timeout):
+            await waiter.done.wait()
+        if not waiter.done.is_set():
+            raise Unavailable(timeout_message)
+        if waiter.error is not None:
+            raise Unavailable(waiter.error)
+
+
+__all__ = ["NotLeader", "RaftNode", "Unavailable"]
