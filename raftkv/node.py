@@ -96,9 +96,11 @@ class RaftNode:
         self.core.step(message)
         self._wake()
 
-    async def write(self, command: kv.Command) -> kv.Result:
-        """Replicate ``command`` and return its outcome once applied here. Raises NotLeader or Unavailable."""
-        index, term = self.core.propose(kv.encode_command(command))
+    async def write(self, command: bytes) -> kv.Result:
+        """Replicate an encoded command and return its outcome once applied here.
+
+        Raises NotLeader or Unavailable."""
+        index, term = self.core.propose(command)
         waiter = _Waiter(term=term)
         self._proposals[index] = waiter
         self._wake()

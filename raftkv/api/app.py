@@ -156,7 +156,11 @@ class LeaderRouter:
             await self.client.aclose()
 
     async def write(self, query: models.WriteQuery, command: kv.Command) -> kv.Result | Response:
-        return await self._on_leader(query.redirect, lambda: self.node.write(command))
+        try:
+            data = kv.encode_command(command)
+        except kv.CommandEncodeError as e:
+            return error_response(400, str(e))
+        return await self._on_leader(query.redirect, lambda: self.node.write(data))
 
     async def read(self, query: models.ReadQuery, read: Callable[[], T]) -> T | Response:
         """``read`` the local store, after a ReadIndex barrier unless the client asked for a stale read."""

@@ -1,0 +1,483 @@
+"""The replicated state machine: keys with etcd-style revisions, compare-and-set, and a dedup table.
+
+Every node applies the same committed log entries in the same order and must end in the same state, so
+everything here is a pure function of (state, entry bytes): no clock, no randomness, no iteration over
+anything whose order differs between nodes, and no outcome that depends on how deep the caller's stack is
+(see ``MAX_COMMAND_NESTING``). A bad entry yields an error result, never an exception: one poisoned entry
+must not stop every replica's apply loop.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import itertools
+import json
+import math
+import re
+import sys
+from collections import OrderedDict
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Final, TypeAlias
+
+JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
+
+DEFAULT_IDEMPOTENCY_CAPACITY: Final = 10_000
+"""How many idempotency keys are remembered; the oldest (by apply order) is forgotten first."""
+
+MAX_COMMAND_NESTING: Final = 64
+"""Deepest nesting of arrays/objects in an encoded command (the command object itself is level 1).
+
+The stdlib JSON parser's own limit is the interpreter's recursion limit, which depends on the caller's stack
+depth: near it, one node could accept an entry another rejects, and the replicas would diverge. A fixed
+limit, checked on the bytes before parsing, keeps the outcome a function of the entry alone.
+"""
+
+_SNAPSHOT_NESTING: Final = MAX_COMMAND_NESTING + 8  # a value plus the snapshot's wrappers around it
+_SNAPSHOT_FORMAT: Final = 1
+
+
+class Unset(Enum):
+    """The type of ``UNSET``, so that ``prev_value`` can tell "not given" from "given as null"."""
+
+    UNSET = "unset"
+
+
+UNSET: Final = Unset.UNSET
+
+
+class CommandEncodeError(ValueError):
+    """A command that cannot go into the log: a value that is not JSON, not UTF-8, or nested too deeply."""
+
+
+class CommandDecodeError(ValueError):
+    """Entry bytes that are not a command this version understands."""
+
+
+class SnapshotDecodeError(ValueError):
+    """Bytes that are not a snapshot written by ``KVStore.snapshot``."""
+
+
+class ApplyOrderError(ValueError):
+    """An entry applied out of order: applying twice or skipping one would make this replica diverge."""
+
+
+# --- commands -------------------------------------------------------------------------------------------
+
+
+def _check_common_fields(key: str, prev_revision: int | None, idempotency_key: str | None) -> None:
+    """Reject fields no valid command has; runs on every construction, so decoded commands are checked too."""
+    if not isinstance(key, str) or not key:
+        raise ValueError("key must be a non-empty string")
+    key.encode("utf-8")  # keys are UTF-8 strings: a lone surrogate raises UnicodeEncodeError, a ValueError
+    if prev_revision is not None and (type(prev_revision) is not int or prev_revision < 0):
+        raise ValueError("prev_revision must be a non-negative integer")
+    if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
+        raise ValueError("idempotency_key must be a non-empty string")
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Write ``value`` to ``key``, if the preconditions (all that are given) hold.
+
+    ``prev_revision``: 0 means the key must not exist; N means the key's ``mod_revision`` must be N.
+    ``prev_value``: the key must exist and hold this JSON value (``None`` means "holds null"; ``UNSET``
+    means no such check). Values compare as canonical JSON: ``1``, ``1.0`` and ``true`` all differ.
+    """
+
+    key: str
+    value: JSONValue
+    prev_value: JSONValue | Unset = UNSET
+    prev_revision: int | None = None
+    idempotency_key: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_common_fields(self.key, self.prev_revision, self.idempotency_key)
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Remove ``key``, if ``prev_revision`` (when given) holds; same meaning as for ``Put``."""
+
+    key: str
+    prev_revision: int | None = None
+    idempotency_key: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_common_fields(self.key, self.prev_revision, self.idempotency_key)
+
+
+Command: TypeAlias = Put | Delete
+
+_COMMAND_TYPES: Final[dict[str, type[Put] | type[Delete]]] = {"put": Put, "delete": Delete}
+_OPS: Final = {command_type: op for op, command_type in _COMMAND_TYPES.items()}
+
+_JSON_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKETS_TO_PARENS: Final = bytes.maketrans(b"[{]}", b"(())")
+_ALL_BUT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _nesting_exceeds(data: bytes, limit: int) -> bool:
+    """Whether JSON text nests arrays/objects deeper than ``limit`` (unbalanced text counts as too deep).
+
+    Runs at C speed: the common case (few brackets) is two ``count`` calls; otherwise strings are cut out,
+    brackets become parentheses, and each pass of ``replace`` peels off one level of nesting.
+    """
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    parens = _JSON_STRING.sub(b"", data).translate(_BRACKETS_TO_PARENS, _ALL_BUT_BRACKETS)
+    for _ in range(limit):
+        if not parens:
+            return False
+        parens = parens.replace(b"()", b"")
+    return bool(parens)
+
+
+def _finite_float(text: str) -> float:
+    """Parse a JSON number as a float, refusing ``1e999``: infinity is not JSON and could not be written back."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"number out of range: {text}")
+    return number
+
+
+def _reject_constant(name: str) -> float:
+    """Refuse the non-JSON literals ``NaN``, ``Infinity`` and ``-Infinity`` that ``json.loads`` accepts."""
+    raise ValueError(f"not JSON: {name}")
+
+
+def _load_json(data: bytes, nesting_limit: int, errors: str) -> Any:
+    """Parse strict JSON whose outcome depends only on ``data`` (raises ValueError)."""
+    if _nesting_exceeds(data, nesting_limit):
+        raise ValueError(f"nested deeper than {nesting_limit} levels, or unbalanced")
+    return json.loads(
+        data.decode("utf-8", errors), parse_float=_finite_float, parse_constant=_reject_constant
+    )
+
+
+def _dump_json(value: JSONValue, errors: str) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+        "utf-8", errors
+    )
+
+
+def encode_command(command: Command) -> bytes:
+    """The log form of a command: compact JSON, with fields left at their defaults omitted."""
+    fields: dict[str, JSONValue] = {"op": _OPS[type(command)]}
+    for field in dataclasses.fields(command):
+        value = getattr(command, field.name)
+        if field.default is dataclasses.MISSING or value is not field.default:
+            fields[field.name] = value
+    try:
+        data = _dump_json(fields, "strict")
+    except (TypeError, ValueError, RecursionError) as error:
+        raise CommandEncodeError(f"cannot encode {type(command).__name__}: {error}") from None
+    if _nesting_exceeds(data, MAX_COMMAND_NESTING):
+        raise CommandEncodeError(f"value nested deeper than {MAX_COMMAND_NESTING - 1} levels")
+    return data
+
+
+def decode_command(data: bytes) -> Command:
+    """Parse what ``encode_command`` wrote; anything else raises ``CommandDecodeError``."""
+    try:
+        fields = _load_json(data, MAX_COMMAND_NESTING, "strict")
+    except ValueError as error:
+        raise CommandDecodeError(f"not a JSON command: {error}") from None
+    if not isinstance(fields, dict):
+        raise CommandDecodeError("a command is a JSON object")
+    op = fields.pop("op", None)
+    command_type = _COMMAND_TYPES.get(op) if isinstance(op, str) else None
+    if command_type is None:
+        raise CommandDecodeError(f"unknown op: {op!r:.100}")
+    known = dataclasses.fields(command_type)
+    missing = {f.name for f in known if f.default is dataclasses.MISSING} - fields.keys()
+    unknown = fields.keys() - {f.name for f in known}
+    if missing or unknown:
+        raise CommandDecodeError(f"{op}: missing fields {sorted(missing)}, unknown fields {sorted(unknown)}")
+    try:
+        return command_type(**fields)
+    except ValueError as error:
+        raise CommandDecodeError(f"{op}: {error}") from None
+
+
+# --- state and results ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    """A key's current state, as etcd keeps it. ``value`` is shared with the store: treat it as read-only."""
+
+    key: str
+    value: JSONValue
+    create_revision: int
+    mod_revision: int
+    version: int  # writes since the key was (re)created; 1 after the first
+
+
+@dataclass(frozen=True, slots=True)
+class Ok:
+    """A put succeeded; ``revision`` is the store revision it created."""
+
+    key: str
+    value: JSONValue
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """A delete succeeded; ``revision`` is the store revision it created."""
+
+    key: str
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class NotFound:
+    """A delete of an absent key: nothing changed; ``revision`` is the store revision it saw."""
+
+    key: str
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class PreconditionFailed:
+    """A precondition did not hold: nothing changed. ``current`` is what the key held (None: absent)."""
+
+    key: str
+    current: KeyValue | None
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidCommand:
+    """The entry was not a command: nothing changed. Deterministic, so every replica returns the same."""
+
+    reason: str
+    revision: int
+
+
+WriteResult: TypeAlias = Ok | Deleted | NotFound | PreconditionFailed
+Result: TypeAlias = WriteResult | InvalidCommand
+
+
+def _same_json(a: JSONValue, b: JSONValue) -> bool:
+    """JSON equality: object member order does not matter, but types do (Python says ``True == 1 == 1.0``)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _preconditions_hold(command: Command, current: KeyValue | None) -> bool:
+    # A live key's mod_revision is at least 1, so "0 = must not exist" needs no case of its own.
+    current_revision = 0 if current is None else current.mod_revision
+    if command.prev_revision is not None and current_revision != command.prev_revision:
+        return False
+    if isinstance(command, Put) and command.prev_value is not UNSET:
+        return current is not None and _same_json(current.value, command.prev_value)
+    return True
+
+
+def _after_prefix(prefix: str) -> str | None:
+    """The least string above every string that starts with ``prefix`` (None if there is none), so that a
+    prefix scan is one bisected slice of the sorted keys."""
+    stem = prefix.rstrip(chr(sys.maxunicode))
+    return stem[:-1] + chr(ord(stem[-1]) + 1) if stem else None
+
+
+# --- snapshot form --------------------------------------------------------------------------------------
+
+
+def _key_value_to_json(kv: KeyValue) -> JSONValue:
+    return [kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version]
+
+
+def _key_value_from_json(item: Any) -> KeyValue:
+    match item:
+        case [str(key), value, int(create_revision), int(mod_revision), int(version)]:
+            return KeyValue(key, value, create_revision, mod_revision, version)
+    raise SnapshotDecodeError(f"bad key entry: {item!r:.100}")
+
+
+def _result_to_json(result: WriteResult) -> JSONValue:
+    match result:
+        case Ok():
+            return ["ok", result.key, result.value, result.revision]
+        case Deleted():
+            return ["deleted", result.key, result.revision]
+        case NotFound():
+            return ["not_found", result.key, result.revision]
+        case PreconditionFailed():
+            current = None if result.current is None else _key_value_to_json(result.current)
+            return ["precondition_failed", result.key, current, result.revision]
+
+
+def _result_from_json(item: Any) -> WriteResult:
+    match item:
+        case ["ok", str(key), value, int(revision)]:
+            return Ok(key, value, revision)
+        case ["deleted", str(key), int(revision)]:
+            return Deleted(key, revision)
+        case ["not_found", str(key), int(revision)]:
+            return NotFound(key, revision)
+        case ["precondition_failed", str(key), current, int(revision)]:
+            return PreconditionFailed(
+                key, None if current is None else _key_value_from_json(current), revision
+            )
+    raise SnapshotDecodeError(f"bad idempotency result: {item!r:.100}")
+
+
+# --- the store ------------------------------------------------------------------------------------------
+
+
+class KVStore:
+    """The key-value state every replica builds by applying the committed log in order.
+
+    Like etcd, a global ``revision`` counts successful writes; each key records the revision that created
+    it and the one that last changed it. Writes that carry an idempotency key remember their result, so a
+    client's retry (perhaps through a new leader, after the first attempt did commit) returns the first
+    outcome instead of writing twice.
+    """
+
+    def __init__(self, idempotency_capacity: int = DEFAULT_IDEMPOTENCY_CAPACITY) -> None:
+        if idempotency_capacity < 1:
+            raise ValueError("idempotency_capacity must be at least 1")
+        self._idempotency_capacity = idempotency_capacity
+        self._entries: dict[str, KeyValue] = {}
+        self._sorted_keys: list[str] = []  # kept sorted with bisect, so range() never sorts
+        self._idempotency: OrderedDict[str, WriteResult] = OrderedDict()  # oldest first, by apply order
+        self._revision = 0
+        self._applied_index = 0
+
+    @property
+    def revision(self) -> int:
+        """The number of successful writes so far (etcd's store revision)."""
+        return self._revision
+
+    @property
+    def applied_index(self) -> int:
+        """The index of the last log entry applied (or covered by the snapshot restored)."""
+        return self._applied_index
+
+    @property
+    def idempotency_capacity(self) -> int:
+        return self._idempotency_capacity
+
+    def apply(self, index: int, data: bytes | None) -> Result | None:
+        """Apply the committed entry at ``index``, which must directly follow ``applied_index``.
+
+        ``data`` None is the no-op a new leader commits: it returns None and only advances ``applied_index``.
+        Undecodable data returns ``InvalidCommand`` and changes nothing else.
+        """
+        if index != self._applied_index + 1:
+            raise ApplyOrderError(f"entry {index} applied after entry {self._applied_index}")
+        self._applied_index = index
+        if data is None:
+            return None
+        try:
+            command = decode_command(data)
+        except CommandDecodeError as error:
+            return InvalidCommand(str(error), self._revision)
+        if command.idempotency_key is None:
+            return self._execute(command)
+        first = self._idempotency.get(command.idempotency_key)
+        if first is not None:
+            return first
+        result = self._execute(command)
+        self._remember(command.idempotency_key, result)
+        return result
+
+    def get(self, key: str) -> KeyValue | None:
+        return self._entries.get(key)
+
+    def range(self, prefix: str = "", limit: int | None = None) -> list[KeyValue]:
+        """Keys starting with ``prefix``, in key order (code point order, which is also UTF-8 byte order);
+        at most ``limit`` of them (None: all)."""
+        if limit is not None and limit < 0:
+            raise ValueError("limit must not be negative")
+        start = bisect.bisect_left(self._sorted_keys, prefix)
+        after = _after_prefix(prefix)
+        end = len(self._sorted_keys) if after is None else bisect.bisect_left(self._sorted_keys, after, start)
+        if limit is not None:
+            end = min(end, start + limit)
+        return [self._entries[key] for key in self._sorted_keys[start:end]]
+
+    def snapshot(self) -> bytes:
+        """The whole state as bytes; equal states give equal bytes, so replicas can be compared by snapshot."""
+        state: dict[str, JSONValue] = {
+            "format": _SNAPSHOT_FORMAT,
+            "applied_index": self._applied_index,
+            "revision": self._revision,
+            "idempotency_capacity": self._idempotency_capacity,
+            "keys": [_key_value_to_json(self._entries[key]) for key in self._sorted_keys],
+            "idempotency": [[key, _result_to_json(result)] for key, result in self._idempotency.items()],
+        }
+        # Values decoded from "\ud800" escapes may hold lone surrogates: carry them through, losslessly.
+        return _dump_json(state, "surrogatepass")
+
+    @classmethod
+    def restore(cls, data: bytes) -> KVStore:
+        """The store ``snapshot`` was taken of; it then applies the entries after its ``applied_index``."""
+        try:
+            state = _load_json(data, _SNAPSHOT_NESTING, "surrogatepass")
+        except ValueError as error:
+            raise SnapshotDecodeError(f"not a snapshot: {error}") from None
+        match state:
+            case {
+                "format": int(version),
+                "applied_index": int(applied_index),
+                "revision": int(revision),
+                "idempotency_capacity": int(capacity),
+                "keys": list(keys),
+                "idempotency": list(idempotency),
+            } if version == _SNAPSHOT_FORMAT and capacity >= 1:
+                pass
+            case _:
+                raise SnapshotDecodeError("not a snapshot of this format")
+        store = cls(capacity)
+        store._applied_index = applied_index
+        store._revision = revision
+        entries = [_key_value_from_json(item) for item in keys]
+        store._sorted_keys = [kv.key for kv in entries]
+        if any(a >= b for a, b in itertools.pairwise(store._sorted_keys)):
+            raise SnapshotDecodeError("snapshot keys are not strictly ascending")
+        store._entries = {kv.key: kv for kv in entries}
+        for item in idempotency:
+            match item:
+                case [str(key), result]:
+                    store._idempotency[key] = _result_from_json(result)
+                case _:
+                    raise SnapshotDecodeError(f"bad idempotency entry: {item!r:.100}")
+        if len(store._idempotency) != len(idempotency) or len(idempotency) > capacity:
+            raise SnapshotDecodeError("idempotency table has duplicates or exceeds its capacity")
+        return store
+
+    def _execute(self, command: Command) -> WriteResult:
+        current = self._entries.get(command.key)
+        if not _preconditions_hold(command, current):
+            return PreconditionFailed(command.key, current, self._revision)
+        if isinstance(command, Put):
+            return self._put(command.key, command.value, current)
+        if current is None:
+            return NotFound(command.key, self._revision)
+        return self._delete(command.key)
+
+    def _put(self, key: str, value: JSONValue, current: KeyValue | None) -> Ok:
+        self._revision += 1
+        if current is None:
+            bisect.insort(self._sorted_keys, key)
+            self._entries[key] = KeyValue(key, value, self._revision, self._revision, 1)
+        else:
+            self._entries[key] = dataclasses.replace(
+                current, value=value, mod_revision=self._revision, version=current.version + 1
+            )
+        return Ok(key, value, self._revision)
+
+    def _delete(self, key: str) -> Deleted:
+        self._revision += 1
+        del self._entries[key]
+        del self._sorted_keys[bisect.bisect_left(self._sorted_keys, key)]
+        return Deleted(key, self._revision)
+
+    def _remember(self, idempotency_key: str, result: WriteResult) -> None:
+        self._idempotency[idempotency_key] = result
+        if len(self._idempotency) > self._idempotency_capacity:
+            self._idempotency.popitem(last=False)

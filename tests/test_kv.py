@@ -1,0 +1,517 @@
+"""The replicated state machine: command semantics, determinism, and snapshot/restore equivalence."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from raftkv.kv import (
+    MAX_COMMAND_NESTING,
+    UNSET,
+    ApplyOrderError,
+    Command,
+    CommandDecodeError,
+    CommandEncodeError,
+    Delete,
+    Deleted,
+    InvalidCommand,
+    JSONValue,
+    KeyValue,
+    KVStore,
+    NotFound,
+    Ok,
+    PreconditionFailed,
+    Put,
+    Result,
+    SnapshotDecodeError,
+    decode_command,
+    encode_command,
+)
+
+
+def run(store: KVStore, *commands: Command) -> list[Result | None]:
+    """Apply commands at the next indices, as the apply loop would."""
+    return [store.apply(store.applied_index + 1, encode_command(command)) for command in commands]
+
+
+def assert_only_index_advanced(store: KVStore, before: bytes) -> None:
+    """``store`` is the state ``before`` plus a no-op: nothing but ``applied_index`` changed."""
+    expected = KVStore.restore(before)
+    expected.apply(store.applied_index, None)
+    assert store.snapshot() == expected.snapshot()
+
+
+def store_with(*commands: Command, capacity: int = 10) -> KVStore:
+    store = KVStore(idempotency_capacity=capacity)
+    run(store, *commands)
+    return store
+
+
+# --- commands on the wire -------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+keys = st.text(min_size=1).filter(lambda k: not any(0xD800 <= ord(c) <= 0xDFFF for c in k))
+prev_values = st.just(UNSET) | json_values
+revisions = st.none() | st.integers(min_value=0)
+idempotency_keys = st.none() | st.text(min_size=1)
+commands = st.builds(Put, keys, json_values, prev_values, revisions, idempotency_keys) | st.builds(
+    Delete, keys, revisions, idempotency_keys
+)
+
+
+@given(commands)
+def test_encode_decode_round_trip(command: Command) -> None:
+    assert decode_command(encode_command(command)) == command
+
+
+def test_encoding_is_compact_and_omits_defaults() -> None:
+    assert encode_command(Put("k", None)) == b'{"op":"put","key":"k","value":null}'
+    assert (
+        encode_command(Put("k", 1, prev_value=None)) == b'{"op":"put","key":"k","value":1,"prev_value":null}'
+    )
+    assert encode_command(Delete("k", prev_revision=0)) == b'{"op":"delete","key":"k","prev_revision":0}'
+
+
+def test_prev_value_null_and_not_given_decode_differently() -> None:
+    assert decode_command(b'{"op":"put","key":"k","value":1,"prev_value":null}') == Put(
+        "k", 1, prev_value=None
+    )
+    assert decode_command(b'{"op":"put","key":"k","value":1}') == Put("k", 1, prev_value=UNSET)
+    assert Put("k", 1, prev_value=UNSET) != Put("k", 1, prev_value=None)
+
+
+GARBAGE = [
+    b"",
+    b"\xff\xfe",
+    b"not json",
+    b"[]",
+    b"null",
+    b'{"op":"put","key":"k"}',  # no value
+    b'{"op":"put","value":1}',  # no key
+    b'{"op":"put","key":"","value":1}',
+    b'{"op":"put","key":7,"value":1}',
+    b'{"op":"put","key":"k","value":1,"extra":2}',
+    b'{"op":"merge","key":"k"}',
+    b'{"op":["put"],"key":"k","value":1}',
+    b'{"op":"delete","key":"k","value":1}',
+    b'{"op":"delete","key":"k","prev_revision":-1}',
+    b'{"op":"delete","key":"k","prev_revision":1.0}',
+    b'{"op":"delete","key":"k","prev_revision":true}',
+    b'{"op":"delete","key":"k","idempotency_key":""}',
+    b'{"op":"delete","key":"\\ud800"}',  # keys are UTF-8 strings
+    b'{"op":"put","key":"k","value":NaN}',
+    b'{"op":"put","key":"k","value":-Infinity}',
+    b'{"op":"put","key":"k","value":1e999}',
+    b'{"op":"put","key":"k","value":' + b"1" * 5000 + b"}",
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"op":"put","key":"k","value":' + b"[" * MAX_COMMAND_NESTING + b"]" * MAX_COMMAND_NESTING + b"}",
+]
+
+
+def short_id(data: bytes) -> str:
+    return repr(data) if len(data) <= 40 else f"{data[:30]!r}...({len(data)} bytes)"
+
+
+@pytest.mark.parametrize("data", GARBAGE, ids=short_id)
+def test_garbage_does_not_decode(data: bytes) -> None:
+    with pytest.raises(CommandDecodeError):
+        decode_command(data)
+
+
+@pytest.mark.parametrize("data", GARBAGE, ids=short_id)
+def test_garbage_entry_changes_nothing_but_the_applied_index(data: bytes) -> None:
+    store = store_with(Put("k", 1), Put("j", [1]), Put("k", 2, idempotency_key="i"))
+    before = store.snapshot()
+
+    result = store.apply(4, data)
+
+    assert isinstance(result, InvalidCommand)
+    assert result.revision == 3
+    assert_only_index_advanced(store, before)
+
+
+def test_nesting_limit_is_exact() -> None:
+    deepest = Put("k", json.loads("[" * (MAX_COMMAND_NESTING - 1) + "]" * (MAX_COMMAND_NESTING - 1)))
+    assert decode_command(encode_command(deepest)) == deepest
+    too_deep = Put("k", [deepest.value])
+    with pytest.raises(CommandEncodeError):
+        encode_command(too_deep)
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    command = Put("k[[[", "[{" * 1000 + '\\"[' * 100, prev_value=["]]]" * 100])
+    assert decode_command(encode_command(command)) == command
+
+
+@pytest.mark.parametrize(
+    "value",
+    [float("nan"), float("inf"), object(), {"k": {1, 2}}, "\ud800"],
+    ids=["nan", "inf", "object", "set", "lone-surrogate"],
+)
+def test_values_that_are_not_json_do_not_encode(value: object) -> None:
+    with pytest.raises(CommandEncodeError):
+        encode_command(Put("k", value))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Put("", 1),
+        lambda: Put("k", 1, prev_revision=-1),
+        lambda: Delete("k", prev_revision=True),
+        lambda: Delete("k", idempotency_key=""),
+    ],
+    ids=["empty-key", "negative-revision", "bool-revision", "empty-idempotency-key"],
+)
+def test_invalid_commands_cannot_be_built(make: Callable[[], Command]) -> None:
+    with pytest.raises(ValueError):
+        make()
+
+
+# --- semantics ------------------------------------------------------------------------------------------
+
+
+def test_put_creates_then_updates() -> None:
+    store = KVStore()
+    assert run(store, Put("a", "x"), Put("b", 1), Put("a", {"y": [2]})) == [
+        Ok("a", "x", 1),
+        Ok("b", 1, 2),
+        Ok("a", {"y": [2]}, 3),
+    ]
+    assert store.get("a") == KeyValue("a", {"y": [2]}, create_revision=1, mod_revision=3, version=2)
+    assert store.get("b") == KeyValue("b", 1, create_revision=2, mod_revision=2, version=1)
+    assert (store.revision, store.applied_index) == (3, 3)
+
+
+def test_null_is_a_real_value() -> None:
+    store = store_with(Put("a", None))
+    assert store.get("a") == KeyValue("a", None, 1, 1, 1)
+    assert store.get("b") is None
+
+
+def test_delete_then_recreate_starts_a_new_life() -> None:
+    store = store_with(Put("a", 1), Put("a", 2))
+    assert run(store, Delete("a"), Delete("a")) == [Deleted("a", 3), NotFound("a", 3)]
+    assert store.get("a") is None
+    assert store.range() == []
+    assert run(store, Put("a", 3)) == [Ok("a", 3, 4)]
+    assert store.get("a") == KeyValue("a", 3, create_revision=4, mod_revision=4, version=1)
+
+
+def test_noop_entry_only_advances_the_applied_index() -> None:
+    store = store_with(Put("a", 1))
+    assert store.apply(2, None) is None
+    assert (store.applied_index, store.revision) == (2, 1)
+    assert store.get("a") == KeyValue("a", 1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("index", [0, 1, 3])
+def test_entries_must_be_applied_in_order_exactly_once(index: int) -> None:
+    store = store_with(Put("a", 1))
+    with pytest.raises(ApplyOrderError):
+        store.apply(index, None)
+    assert store.applied_index == 1
+
+
+EXISTING = KeyValue("k", None, create_revision=1, mod_revision=2, version=2)
+
+
+@pytest.mark.parametrize(
+    ("command", "succeeds"),
+    [
+        (Put("k", "new", prev_revision=2), True),
+        (Put("k", "new", prev_revision=1), False),  # the create revision is not the mod revision
+        (Put("k", "new", prev_revision=0), False),
+        (Put("k", "new", prev_value=None), True),
+        (Put("k", "new", prev_value=False), False),
+        (Put("k", "new", prev_value=0), False),
+        (Put("k", "new", prev_value="null"), False),
+        (Put("k", "new", prev_value=None, prev_revision=2), True),
+        (Put("k", "new", prev_value=None, prev_revision=3), False),
+        (Put("k", "new", prev_value=1, prev_revision=2), False),
+        (Put("absent", "new", prev_revision=0), True),
+        (Put("absent", "new", prev_revision=2), False),
+        (Put("absent", "new", prev_value=None), False),  # prev_value needs the key to exist
+        (Delete("k", prev_revision=2), True),
+        (Delete("k", prev_revision=1), False),
+        (Delete("k", prev_revision=0), False),
+        (Delete("absent", prev_revision=1), False),
+    ],
+)
+def test_preconditions(command: Command, succeeds: bool) -> None:
+    store = store_with(Put("k", "old"), Put("k", None))
+    before = store.snapshot()
+    [result] = run(store, command)
+    if succeeds:
+        assert isinstance(result, (Ok, Deleted))
+        assert result.revision == 3
+    else:
+        current = store.get(command.key)
+        assert result == PreconditionFailed(command.key, current, revision=2)
+        assert current == (EXISTING if command.key == "k" else None)
+        assert_only_index_advanced(store, before)
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected", "equal"),
+    [
+        ({"a": 1, "b": [1, 2]}, {"b": [1, 2], "a": 1}, True),  # object member order does not matter
+        ([1, 2], [2, 1], False),
+        (1, 1.0, False),
+        (1, True, False),
+        (0, False, False),
+        ("1", 1, False),
+        ({"a": None}, {}, False),
+        (0.5, 0.5, True),
+    ],
+)
+def test_prev_value_compares_as_json(stored: JSONValue, expected: JSONValue, equal: bool) -> None:
+    store = store_with(Put("k", stored))
+    [result] = run(store, Put("k", "new", prev_value=expected))
+    assert isinstance(result, Ok) == equal
+
+
+def test_delete_with_must_not_exist_on_absent_key_is_not_found() -> None:
+    store = store_with(Put("other", 1))
+    assert run(store, Delete("absent", prev_revision=0)) == [NotFound("absent", 1)]
+
+
+# --- range ----------------------------------------------------------------------------------------------
+
+RANGE_KEYS = [
+    "a",
+    "ab",
+    "abc",
+    "ab\U0010ffff",
+    "ab\U0010ffffz",
+    "ac",
+    "b",
+    "\U0010ffff",
+    "\U0010ffff\U0010ffff",
+]
+
+
+@pytest.mark.parametrize("prefix", ["", "a", "ab", "ab\U0010ffff", "abc", "abd", "b", "\U0010ffff", "z"])
+@pytest.mark.parametrize("limit", [None, 0, 1, 2, 100])
+def test_range_matches_a_sorted_filter(prefix: str, limit: int | None) -> None:
+    store = store_with(*[Put(key, key.upper()) for key in reversed(RANGE_KEYS)])
+    expected = sorted(key for key in RANGE_KEYS if key.startswith(prefix))[:limit]
+    assert [kv.key for kv in store.range(prefix, limit)] == expected
+    assert all(kv == store.get(kv.key) for kv in store.range(prefix, limit))
+
+
+def test_range_rejects_a_negative_limit() -> None:
+    with pytest.raises(ValueError):
+        KVStore().range("", -1)
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_range_tracks_puts_and_deletes(seed: int) -> None:
+    rng = random.Random(seed)
+    store, model = KVStore(), set[str]()
+    alphabet = ["a", "b", "é", "\U0001f600"]
+    for _ in range(200):
+        key = "".join(rng.choices(alphabet, k=rng.randint(1, 3)))
+        if rng.random() < 0.6:
+            run(store, Put(key, 0))
+            model.add(key)
+        else:
+            run(store, Delete(key))
+            model.discard(key)
+    for prefix in ["", *alphabet, "ab", "é\U0001f600"]:
+        limit = rng.choice([None, 0, 1, 5])
+        expected = sorted(key for key in model if key.startswith(prefix))[:limit]
+        assert [kv.key for kv in store.range(prefix, limit)] == expected
+
+
+# --- idempotency ----------------------------------------------------------------------------------------
+
+
+def test_retry_returns_the_first_result_and_applies_once() -> None:
+    store = KVStore()
+    first, other, retry = run(
+        store, Put("k", 1, idempotency_key="i"), Put("j", 2), Put("k", 1, idempotency_key="i")
+    )
+    assert first == retry == Ok("k", 1, 1)
+    assert other == Ok("j", 2, 2)
+    assert store.revision == 2
+    assert store.get("k") == KeyValue("k", 1, 1, 1, 1)
+
+
+def test_retry_with_different_content_still_returns_the_first_result() -> None:
+    store = store_with(Put("k", 1, idempotency_key="i"))
+    assert (
+        run(store, Delete("k", idempotency_key="i"), Put("x", 0, idempotency_key="i")) == [Ok("k", 1, 1)] * 2
+    )
+    assert store.get("k") is not None
+    assert store.get("x") is None
+
+
+def test_failed_outcomes_are_remembered_too() -> None:
+    store = store_with(Put("k", 1))
+    failed, _, retry = run(
+        store,
+        Put("k", 2, prev_value=0, idempotency_key="cas"),
+        Put("k", 0),
+        Put("k", 2, prev_value=0, idempotency_key="cas"),
+    )
+    assert failed == retry == PreconditionFailed("k", KeyValue("k", 1, 1, 1, 1), 1)
+    assert store.get("k") == KeyValue("k", 0, 1, 2, 2)  # the retry would now succeed, but returns the failure
+    assert run(
+        store, Delete("gone", idempotency_key="d"), Put("gone", 1), Delete("gone", idempotency_key="d")
+    ) == [
+        NotFound("gone", 2),
+        Ok("gone", 1, 3),
+        NotFound("gone", 2),
+    ]
+
+
+def test_oldest_idempotency_key_is_evicted_first() -> None:
+    store = store_with(*[Put(f"k{n}", n, idempotency_key=f"i{n}") for n in range(4)], capacity=3)
+    # i0 is forgotten: its retry is applied again; i1..i3 are remembered and return their first result.
+    assert run(store, Put("k0", 0, idempotency_key="i0")) == [Ok("k0", 0, 5)]
+    assert run(store, Put("k2", 0, idempotency_key="i2")) == [Ok("k2", 2, 3)]
+    # Re-applying i0 evicted i1, the oldest remaining; a hit (i2) does not refresh its place.
+    assert run(store, Put("k1", 1, idempotency_key="i1")) == [Ok("k1", 1, 6)]
+    assert run(store, Put("k2", 9, idempotency_key="i2")) == [Ok("k2", 9, 7)]
+
+
+def test_idempotency_table_and_its_order_survive_a_snapshot() -> None:
+    store = store_with(*[Put(f"k{n}", n, idempotency_key=f"i{n}") for n in range(3)], capacity=3)
+    restored = KVStore.restore(store.snapshot())
+    assert restored.idempotency_capacity == 3
+    for replica in (store, restored):
+        assert run(replica, Put("k3", 3, idempotency_key="i3"), Put("k0", 0, idempotency_key="i0")) == [
+            Ok("k3", 3, 4),
+            Ok("k0", 0, 5),
+        ]
+        assert run(replica, Put("k2", 0, idempotency_key="i2")) == [Ok("k2", 2, 3)]
+    assert restored.snapshot() == store.snapshot()
+
+
+# --- snapshots and determinism --------------------------------------------------------------------------
+
+KEY_SPACE = ["a", "a/b", "a/c", "b", "é", "\U0001f600"]
+VALUES: list[JSONValue] = [None, 0, 1, 1.0, True, False, "", "x", [], [1, None], {}, {"a": [1]}, {"a": None}]
+
+
+def random_entry(rng: random.Random, store: KVStore) -> bytes | None:
+    """A plausible mix: writes with and without preconditions and retries, plus no-ops and garbage."""
+    roll = rng.random()
+    if roll < 0.05:
+        return None
+    if roll < 0.08:
+        return rng.choice(GARBAGE[:8])
+    key = rng.choice(KEY_SPACE)
+    current = store.get(key)
+    current_revision = None if current is None else current.mod_revision
+    prev_revision = rng.choice([None, None, 0, rng.randint(0, store.revision + 1), current_revision])
+    idempotency_key = rng.choice([None, None, f"r{rng.randint(0, 20)}"])
+    if roll < 0.3:
+        return encode_command(Delete(key, prev_revision, idempotency_key))
+    current_value = None if current is None else current.value
+    prev_value = rng.choice([UNSET, UNSET, rng.choice(VALUES), current_value])
+    return encode_command(Put(key, rng.choice(VALUES), prev_value, prev_revision, idempotency_key))
+
+
+def random_history(seed: int, length: int) -> list[bytes | None]:
+    rng = random.Random(seed)
+    scratch = KVStore(idempotency_capacity=8)  # generates preconditions that sometimes hold
+    history = []
+    for index in range(1, length + 1):
+        entry = random_entry(rng, scratch)
+        scratch.apply(index, entry)
+        history.append(entry)
+    return history
+
+
+def apply_all(store: KVStore, entries: list[bytes | None]) -> list[Result | None]:
+    return [store.apply(store.applied_index + 1, entry) for entry in entries]
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_restore_midway_then_apply_the_rest_equals_applying_everything(seed: int) -> None:
+    history = random_history(seed, 150)
+    split = random.Random(-seed).randint(0, len(history))
+    whole = KVStore(idempotency_capacity=8)
+    whole_results = apply_all(whole, history)
+
+    first_half = KVStore(idempotency_capacity=8)
+    apply_all(first_half, history[:split])
+    restored = KVStore.restore(first_half.snapshot())
+    assert restored.snapshot() == first_half.snapshot()
+    assert apply_all(restored, history[split:]) == whole_results[split:]
+
+    assert restored.snapshot() == whole.snapshot()
+    assert restored.range() == whole.range()
+    assert (restored.revision, restored.applied_index) == (whole.revision, whole.applied_index)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_revision_bookkeeping_over_random_histories(seed: int) -> None:
+    store = KVStore(idempotency_capacity=8)
+    writes = 0
+    for index, entry in enumerate(random_history(seed, 300), start=1):
+        result = store.apply(index, entry)
+        if isinstance(result, (Ok, Deleted)) and result.revision > writes:  # not an idempotent replay
+            writes += 1
+            assert result.revision == writes
+        elif result is not None:
+            assert result.revision <= writes
+        assert store.revision == writes
+    for kv in store.range():
+        assert 1 <= kv.create_revision <= kv.mod_revision <= store.revision
+        assert kv.version <= kv.mod_revision - kv.create_revision + 1
+
+
+def test_equal_states_give_equal_snapshot_bytes() -> None:
+    history = random_history(7, 200)
+    one, two = KVStore(idempotency_capacity=8), KVStore(idempotency_capacity=8)
+    apply_all(one, history)
+    apply_all(two, history)
+    assert one.snapshot() == two.snapshot()
+    assert KVStore.restore(one.snapshot()).snapshot() == one.snapshot()
+
+
+def test_object_member_order_survives_a_snapshot() -> None:
+    store = store_with(Put("k", {"z": 1, "a": 2}))
+    restored = KVStore.restore(store.snapshot())
+    value = restored.get("k")
+    assert value is not None and isinstance(value.value, dict)
+    assert list(value.value) == ["z", "a"]
+
+
+def test_lone_surrogates_from_escapes_survive_a_snapshot() -> None:
+    store = KVStore()
+    assert store.apply(1, b'{"op":"put","key":"k","value":"\\ud800"}') == Ok("k", "\ud800", 1)
+    assert KVStore.restore(store.snapshot()).get("k") == KeyValue("k", "\ud800", 1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"[]",
+        b'{"format":2}',
+        b'{"format":1,"applied_index":0,"revision":0,"idempotency_capacity":0,"keys":[],"idempotency":[]}',
+        b'{"format":1,"applied_index":0,"revision":0,"idempotency_capacity":1,"keys":[["b",1,1,1,1],["a",1,1,1,1]],'
+        b'"idempotency":[]}',
+        b'{"format":1,"applied_index":0,"revision":0,"idempotency_capacity":1,"keys":[["a",1,1,1]],"idempotency":[]}',
+        b'{"format":1,"applied_index":0,"revision":0,"idempotency_capacity":1,"keys":[],'
+        b'"idempotency":[["i",["ok","k",1,1]],["j",["ok","k",1,1]]]}',
+        b'{"format":1,"applied_index":0,"revision":0,"idempotency_capacity":1,"keys":[],'
+        b'"idempotency":[["i",["maybe","k",1]]]}',
+    ],
+)
+def test_restore_rejects_what_snapshot_did_not_write(data: bytes) -> None:
+    with pytest.raises(SnapshotDecodeError):
+        KVStore.restore(data)

@@ -1,0 +1,188 @@
+"""The Trio runtime (raftkv.node) on trio's MockClock: in-process nodes wired by a loopback transport.
+
+Virtual time makes elections, heartbeats and request deadlines run in milliseconds and deterministically
+enough to assert on; the real-process tests in test_cluster.py cover HTTP and the OS.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from raftkv import kv
+from raftkv.config import NodeConfig
+from raftkv.node import NotLeader, RaftNode, Unavailable
+from raftkv.raft.types import AnyMessage
+from raftkv.storage import MemoryStorage
+
+IDS = ("n1", "n2", "n3")
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    # A small real-time threshold, so the clock does not leap while a storage thread is busy.
+    return trio.testing.MockClock(autojump_threshold=0.005)
+
+
+@dataclass
+class LoopbackNet:
+    """Delivers messages between in-process nodes; ``cut`` nodes neither send nor receive."""
+
+    nodes: dict[str, RaftNode] = field(default_factory=dict)
+    cut: set[str] = field(default_factory=set)
+
+    def deliver(self, message: AnyMessage) -> None:
+        if message.src in self.cut or message.dst in self.cut or message.dst not in self.nodes:
+            return
+        self.nodes[message.dst].deliver(message)
+
+
+class LoopbackTransport:
+    def __init__(self, net: LoopbackNet) -> None:
+        self.net = net
+        self.on_unreachable: Callable[[str], None] = lambda peer: None
+
+    def send(self, message: AnyMessage) -> None:
+        self.net.deliver(message)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+
+
+def make_config(node_id: str, **overrides: object) -> NodeConfig:
+    peers = {p: f"http://{p}.invalid" for p in IDS if p != node_id}
+    url = f"http://{node_id}.invalid"
+    return NodeConfig(id=node_id, url=url, peers=peers, data_dir=Path("unused"), **overrides)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def cluster(storages: dict[str, MemoryStorage] | None = None) -> AsyncIterator[LoopbackNet]:
+    net = LoopbackNet()
+    storages = storages if storages is not None else {i: MemoryStorage() for i in IDS}
+    async with trio.open_nursery() as nursery:
+        for seed, node_id in enumerate(IDS):
+            node = RaftNode(make_config(node_id), storages[node_id], LoopbackTransport(net), random.Random(seed))  # type: ignore[arg-type]
+            net.nodes[node_id] = node
+            await nursery.start(node.run)
+        yield net
+        nursery.cancel_scope.cancel()
+
+
+async def wait_for_leader(net: LoopbackNet, exclude: set[str] = frozenset()) -> RaftNode:  # type: ignore[assignment]
+    while True:
+        leaders = [n for i, n in net.nodes.items() if n.is_leader and i not in exclude]
+        if leaders:
+            return leaders[0]
+        await trio.sleep(0.05)
+
+
+def put(key: str, value: kv.JSONValue) -> bytes:
+    return kv.encode_command(kv.Put(key=key, value=value))
+
+
+async def test_elects_a_leader_and_replicates_a_write(autojump_clock: trio.testing.MockClock) -> None:
+    async with cluster() as net:
+        leader = await wait_for_leader(net)
+        result = await leader.write(put("a", 1))
+        assert isinstance(result, kv.Ok) and result.value == 1
+        with trio.fail_after(5):
+            while any(n.kv.get("a") is None for n in net.nodes.values()):
+                await trio.sleep(0.05)
+        assert {n.kv.get("a").value for n in net.nodes.values()} == {1}  # type: ignore[union-attr]
+
+
+async def test_follower_refuses_writes_and_names_the_leader(autojump_clock: trio.testing.MockClock) -> None:
+    async with cluster() as net:
+        leader = await wait_for_leader(net)
+        follower = next(n for n in net.nodes.values() if n is not leader)
+        with trio.fail_after(5):
+            while follower.leader is None:
+                await trio.sleep(0.05)
+        with pytest.raises(NotLeader):
+            await follower.write(put("a", 1))
+        assert follower.leader == (leader.config.id, leader.config.advertised_url)
+
+
+async def test_a_cut_off_follower_does_not_stop_writes(autojump_clock: trio.testing.MockClock) -> None:
+    async with cluster() as net:
+        leader = await wait_for_leader(net)
+        stalled = next(i for i in IDS if i != leader.config.id)
+        net.cut.add(stalled)
+        for i in range(20):
+            assert isinstance(await leader.write(put(f"k{i}", i)), kv.Ok)
+        assert net.nodes[stalled].kv.get("k19") is None
+        net.cut.clear()
+        with trio.fail_after(10):  # it catches up once the link heals
+            while net.nodes[stalled].kv.get("k19") is None:
+                await trio.sleep(0.05)
+
+
+async def test_isolated_leader_steps_down_and_a_new_one_takes_over(autojump_clock: trio.testing.MockClock) -> None:
+    async with cluster() as net:
+        old = await wait_for_leader(net)
+        net.cut.add(old.config.id)
+        with pytest.raises(Unavailable):
+            await old.write(put("lost?", 1))  # no quorum: times out instead of hanging
+        new = await wait_for_leader(net, exclude={old.config.id})
+        assert new.core.term > old.core.term or not old.is_leader
+        assert isinstance(await new.write(put("b", 2)), kv.Ok)
+        with trio.fail_after(10):  # check-quorum: the isolated leader gives up by itself
+            while old.is_leader:
+                await trio.sleep(0.05)
+
+
+async def test_linearizable_read_needs_a_quorum(autojump_clock: trio.testing.MockClock) -> None:
+    async with cluster() as net:
+        leader = await wait_for_leader(net)
+        await leader.write(put("a", 1))
+        await leader.read_barrier()  # a healthy leader confirms at once
+        net.cut.update(i for i in IDS if i != leader.config.id)
+        with pytest.raises(Unavailable):
+            await leader.read_barrier()
+
+
+async def test_restart_keeps_every_acknowledged_write(autojump_clock: trio.testing.MockClock) -> None:
+    storages = {i: MemoryStorage() for i in IDS}
+    async with cluster(storages) as net:
+        leader = await wait_for_leader(net)
+        for i in range(30):
+            await leader.write(put(f"k{i}", i))
+    async with cluster(storages) as net:  # every node restarts from what it persisted
+        leader = await wait_for_leader(net)
+        await leader.read_barrier()
+        assert [leader.kv.get(f"k{i}").value for i in range(30)] == list(range(30))  # type: ignore[union-attr]
+
+
+async def test_snapshots_bound_the_log_and_catch_up_a_lagging_node(autojump_clock: trio.testing.MockClock) -> None:
+    net = LoopbackNet()
+    async with trio.open_nursery() as nursery:
+        for seed, node_id in enumerate(IDS):
+            config = make_config(node_id, snapshot_entries=10)
+            node = RaftNode(config, MemoryStorage(), LoopbackTransport(net), random.Random(seed))  # type: ignore[arg-type]
+            net.nodes[node_id] = node
+            await nursery.start(node.run)
+        leader = await wait_for_leader(net)
+        lagging = next(i for i in IDS if i != leader.config.id)
+        net.cut.add(lagging)
+        for i in range(50):
+            await leader.write(put(f"k{i}", i))
+        assert leader.core.log.snapshot_index >= 40 and len(leader.core.log.entries) < 20
+        net.cut.clear()
+        with trio.fail_after(10):  # only a snapshot can bring it back: the log before it is gone
+            while net.nodes[lagging].kv.get("k49") is None:
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+
+
+async def test_shutdown_leaves_no_task_behind(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(5):
+        async with cluster() as net:
+            await wait_for_leader(net)
+    # Reaching here means the nursery closed: every ticker, driver and apply loop was cancelled and joined.
