@@ -9,13 +9,15 @@ import random
 import signal
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 import hypercorn.config
 import hypercorn.trio
 import trio
+from quart_trio import QuartTrio
 
-from raftkv.api.app import create_app
+from raftkv.api.app import DRAINING, create_app
 from raftkv.config import ConfigError, NodeConfig, load_config, parse_peers
 from raftkv.node import RaftNode
 from raftkv.storage import FileStorage
@@ -31,24 +33,27 @@ async def serve(config: NodeConfig) -> None:
     """Run one node until SIGINT/SIGTERM; in-flight requests are answered before the node stops."""
     storage = FileStorage(config.data_dir)
     try:
-        node = RaftNode(config, storage, Transport(config.peers, config.rpc_timeout, config.token), random.Random())
+        node = RaftNode(
+            config, storage, Transport(config.peers, config.rpc_timeout, config.token), random.Random()
+        )
         http = hypercorn.config.Config()
         http.bind = [config.listen]
         http.accesslog = None
         http.graceful_timeout = config.request_timeout
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_watch_signals, stop, storage if config.test_power_loss else None)
+            app = create_app(node)
+            nursery.start_soon(_watch_signals, stop, app, storage if config.test_power_loss else None)
             await nursery.start(node.run)
             log.info("node %s serving on %s, peers %s", config.id, config.advertised_url, config.peers)
-            await hypercorn.trio.serve(create_app(node), http, shutdown_trigger=stop.wait)
+            await hypercorn.trio.serve(app, http, shutdown_trigger=stop.wait)
             nursery.cancel_scope.cancel()
     finally:
         storage.close()
     log.info("node %s stopped", config.id)
 
 
-async def _watch_signals(stop: trio.Event, power_loss_storage: FileStorage | None) -> None:
+async def _watch_signals(stop: trio.Event, app: QuartTrio, power_loss_storage: FileStorage | None) -> None:
     wanted = {signal.SIGINT, signal.SIGTERM} | ({signal.SIGUSR1} if power_loss_storage else set())
     with trio.open_signal_receiver(*wanted) as signals:
         async for signum in signals:
@@ -56,6 +61,7 @@ async def _watch_signals(stop: trio.Event, power_loss_storage: FileStorage | Non
                 log.warning("simulated power loss: dropping unsynced writes and exiting")
                 power_loss_storage.simulate_power_loss(random.Random())
                 os._exit(137)
+            app.config[DRAINING] = True
             stop.set()
 
 
@@ -84,11 +90,11 @@ async def run_cluster(nodes: int, base_port: int, data_dir: Path) -> None:
         print("Ctrl-C stops the cluster.", flush=True)
 
 
-async def _run_child(command: list[str], log_file: object) -> None:
+async def _run_child(command: list[str], log_file: BinaryIO) -> None:
     try:
-        await trio.run_process(command, stdout=log_file, stderr=log_file, check=False)  # type: ignore[arg-type]
+        await trio.run_process(command, stdout=log_file, stderr=log_file, check=False)
     finally:
-        log_file.close()  # type: ignore[attr-defined]
+        log_file.close()
 
 
 async def _wait_for_leader(ports: list[int], timeout: float = 20.0) -> str | None:
@@ -122,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--peer", action="append", default=[], metavar="ID=URL", help="another voter (repeat)")
     s.add_argument("--data-dir", type=Path, help="where term, vote, log and snapshots live")
     s.add_argument("--tick-ms", type=int, help="length of one Raft tick (default 50)")
-    s.add_argument("--election-ticks", type=int, help="election timeout in ticks (default 16, randomized x1-2)")
+    s.add_argument(
+        "--election-ticks", type=int, help="election timeout in ticks (default 16, randomized x1-2)"
+    )
     s.add_argument("--heartbeat-ticks", type=int, help="heartbeat interval in ticks (default 2)")
     s.add_argument("--snapshot-entries", type=int, help="snapshot after this many applied entries")
     s.add_argument("--token", help="cluster token required on Raft RPCs")
@@ -146,11 +154,9 @@ def main(argv: list[str] | None = None) -> None:
         except KeyboardInterrupt:
             print("cluster stopped")
         return
-    flags = {
-        name: getattr(args, name)
-        for name in ("id", "listen", "url", "data_dir", "tick_ms", "election_ticks", "heartbeat_ticks")
-        + ("snapshot_entries", "token", "log_level", "test_power_loss", "test_unsafe_local_reads")
-    }
+    names = "id listen url data_dir tick_ms election_ticks heartbeat_ticks snapshot_entries token log_level"
+    names += " test_power_loss test_unsafe_local_reads"
+    flags = {name: getattr(args, name) for name in names.split()}
     try:
         flags["peers"] = parse_peers(args.peer)
         config = load_config(flags, args.config)

@@ -54,7 +54,9 @@ _ApplyItem = Snapshot | list[Entry] | list[ReadState]
 
 
 class RaftNode:
-    def __init__(self, config: NodeConfig, storage: Storage, transport: Transport, rng: random.Random) -> None:
+    def __init__(
+        self, config: NodeConfig, storage: Storage, transport: Transport, rng: random.Random
+    ) -> None:
         self.config = config
         self.storage = storage
         self.transport = transport
@@ -188,7 +190,7 @@ class RaftNode:
             if isinstance(item, Snapshot):
                 self._restore(item)
             elif item and isinstance(item[0], Entry):
-                self._apply_entries(item)  # type: ignore[arg-type]
+                self._apply_entries(item)
             else:
                 self._confirm_reads(item)  # type: ignore[arg-type]
             self._release_reads()

@@ -9,6 +9,7 @@ never delays the other peers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -39,10 +40,8 @@ class Transport:
         queue = self._queues.get(message.dst)
         if queue is None:
             return
-        try:
+        with contextlib.suppress(trio.WouldBlock):
             queue[0].send_nowait(message)
-        except trio.WouldBlock:
-            pass
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

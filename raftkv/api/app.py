@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel
 from quart import Response, request
 from quart_trio import QuartTrio
 
@@ -24,6 +25,7 @@ from raftkv.node import NotLeader, RaftNode, Unavailable
 SEED_KEY = "default"
 FORWARDED_HEADER = "X-Raft-Forwarded"
 LEADER_HEADER = "X-Raft-Leader"
+DRAINING = "RAFTKV_DRAINING"  # app.config flag set when the node starts shutting down
 RELAYED_HEADERS = ("Content-Type", "Location", "Retry-After", "Allow")
 
 T = TypeVar("T")
@@ -37,6 +39,17 @@ def create_app(node: RaftNode) -> QuartTrio:
     router = LeaderRouter(node)
     app.before_serving(router.open)
     app.after_serving(router.close)
+
+    @app.after_request
+    async def finish_connection(response: Response) -> Response:
+        """Keep keep-alive connections healthy: read any request body the route left unread (hypercorn
+        stalls the next request on a connection whose body was not consumed), and once shutdown began,
+        close each connection after its answer (peers keep theirs busy with heartbeats, and the server would
+        otherwise wait for them until its graceful timeout)."""
+        await request.get_data()
+        if app.config.get(DRAINING):
+            response.headers["Connection"] = "close"
+        return response
 
     # --- the seed's single value -----------------------------------------------------------------------
 
@@ -119,13 +132,17 @@ def create_app(node: RaftNode) -> QuartTrio:
     async def get_readiness() -> Response:
         if node.ready_to_serve:
             return json_response(models.Health())
-        return error_response(503, "not ready: no known leader or not caught up", headers={"Retry-After": "1"})
+        return error_response(
+            503, "not ready: no known leader or not caught up", headers={"Retry-After": "1"}
+        )
 
     # --- Raft RPCs -------------------------------------------------------------------------------------
 
     async def raft_message() -> Response:
         if node.config.token and not authorized(node.config.token):
-            return error_response(401, "missing or wrong cluster token", headers={"WWW-Authenticate": "Bearer"})
+            return error_response(
+                401, "missing or wrong cluster token", headers={"WWW-Authenticate": "Bearer"}
+            )
         message = models.parse_raft_message(await request.get_data(as_text=False), request.path)
         if message.dst != node.config.id:
             return error_response(400, f"message for {message.dst!r} reached node {node.config.id!r}")
@@ -188,7 +205,10 @@ class LeaderRouter:
         target = leader[1] + raw_path_and_query()
         if redirect:
             return error_response(
-                307, "not the leader", leader=leader[1], headers={"Location": target, LEADER_HEADER: " ".join(leader)}
+                307,
+                "not the leader",
+                leader=leader[1],
+                headers={"Location": target, LEADER_HEADER: " ".join(leader)},
             )
         return await self._forward(target, leader)
 
@@ -211,7 +231,7 @@ class LeaderRouter:
 # --- helpers ------------------------------------------------------------------------------------------------
 
 
-def json_response(model: models.BaseModel, status: int = 200) -> Response:
+def json_response(model: BaseModel, status: int = 200) -> Response:
     return Response(model.model_dump_json(), status=status, content_type="application/json")
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,17 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from raftkv.cli import node_command
-
-
-def free_ports(count: int) -> list[int]:
-    """Loopback ports that were free a moment ago (held open together, so they are distinct)."""
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+from raftkv.testing.cluster import free_ports
 
 
 def get_json(url: str, timeout: float = 2.0) -> dict[str, object] | None:
@@ -49,8 +38,8 @@ def wait_for_leader(urls: list[str], timeout: float = 30.0) -> str:
     """The leader's URL once every node in ``urls`` that answers agrees there is one."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        leaders = {str(s["leader"]["url"]) for s in map(lambda u: get_json(u + "/status"), urls)  # type: ignore[index]
-                   if s and isinstance(s.get("leader"), dict)}
+        statuses = [get_json(url + "/status") for url in urls]
+        leaders = {str(leader["url"]) for s in statuses if s and isinstance(leader := s.get("leader"), dict)}
         if len(leaders) == 1:
             return leaders.pop()
         time.sleep(0.1)
