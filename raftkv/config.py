@@ -36,7 +36,9 @@ class NodeConfig(BaseModel):
     max_inflight: int = Field(default=8, ge=1)
     token: str | None = None  # when set, Raft RPCs need "Authorization: Bearer <token>"
     test_power_loss: bool = False  # test only: SIGUSR1 drops unsynced writes and exits, like a power cut
-    test_unsafe_local_reads: bool = False  # test only: serve reads without ReadIndex (a deliberately broken node)
+    test_unsafe_local_reads: bool = (
+        False  # test only: serve reads without ReadIndex (a deliberately broken node)
+    )
     log_level: str = "info"
 
     @field_validator("listen")
