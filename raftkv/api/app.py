@@ -32,7 +32,7 @@ T = TypeVar("T")
 
 
 def create_app(node: RaftNode) -> QuartTrio:
-    app = QuartTrio(__name__)
+    app = QuartTrio(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024  # snapshots travel in one body
     install_error_handlers(app)
     install_docs(app)
