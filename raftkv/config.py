@@ -33,7 +33,7 @@ class NodeConfig(BaseModel):
     request_timeout: float = Field(default=5.0, gt=0)  # a client call that cannot finish by then gets a 503
     rpc_timeout: float = Field(default=1.0, gt=0)  # one Raft message to one peer
     snapshot_entries: int = Field(default=10_000, ge=1)  # compact the log after this many applied entries
-    max_inflight: int = Field(default=8, ge=1)
+    max_inflight: int = Field(default=1, ge=1)  # batches in flight per follower; see README "Performance"
     token: str | None = None  # when set, Raft RPCs need "Authorization: Bearer <token>"
     test_power_loss: bool = False  # test only: SIGUSR1 drops unsynced writes and exits, like a power cut
     test_unsafe_local_reads: bool = (

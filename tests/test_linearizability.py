@@ -13,6 +13,7 @@ import pytest
 
 from raftkv.testing.linearizability import (
     Op,
+    OpKind,
     Outcome,
     check,
     format_report,
@@ -21,6 +22,7 @@ from raftkv.testing.linearizability import (
 )
 
 OK, FAIL, UNKNOWN = Outcome.OK, Outcome.FAIL, Outcome.UNKNOWN
+KINDS: tuple[OpKind, ...] = ("read", "write", "cas")
 
 
 def read(
@@ -96,6 +98,11 @@ def test_operations_whose_intervals_touch_are_concurrent() -> None:
 @pytest.mark.parametrize("seen", [1, 2])
 def test_unknown_write_may_or_may_not_have_happened(seen: int) -> None:
     history = [write(0, 1, 0, 1), write(1, 2, 2, None, UNKNOWN), read(2, seen, 5, 6)]
+    assert verdict(history) == "linearizable"
+
+
+def test_unknown_write_may_take_effect_after_the_client_gave_up() -> None:
+    history = [write(0, 1, 0, 1), write(1, 2, 2, 3, UNKNOWN), read(2, 1, 4, 5), read(2, 2, 6, 7)]
     assert verdict(history) == "linearizable"
 
 
@@ -308,7 +315,7 @@ def simulated_history(
         at = call + effect
         clock[process] = at + answer
         unknown = rng.random() < unknown_rate
-        kind = rng.choice(["read", "write", "cas"])
+        kind: OpKind = rng.choice(KINDS)
         value = rng.randint(1, value_domain) if value_domain else sequence + 1
         expected = (
             rng.choice([None, value - 1, value - 2]) if value_domain is None else rng.randint(0, value_domain)
@@ -394,12 +401,27 @@ def test_step_budget_gives_unknown_instead_of_hanging() -> None:
     assert result.steps == 20_000
 
 
+def test_a_violation_on_one_key_outranks_an_undecided_key() -> None:
+    undecided = racing_writes_then_impossible_reads(24)
+    stale = [write(0, 1, 0, 1, key="b"), write(0, 2, 2, 3, key="b"), read(1, 1, 4, 5, key="b")]
+    result = check([*undecided, *stale], max_steps_per_key=1000)
+    assert result.verdict == "violation" and result.key == "b"
+
+
 def test_the_same_shape_is_refuted_when_small() -> None:
     assert verdict(racing_writes_then_impossible_reads(6)) == "violation"
 
 
-def test_large_valid_history_is_linearizable() -> None:
-    history = simulated_history(random.Random(7), 5000, 5, unknown_rate=0.03)
+@pytest.mark.parametrize(
+    ("processes", "unknown_rate", "keys"),
+    [(5, 0.03, ("k",)), (10, 0.1, ("k",)), (20, 0.05, ("k",)), (10, 0.05, tuple("abcdefgh"))],
+)
+def test_large_valid_history_is_linearizable(
+    processes: int, unknown_rate: float, keys: tuple[str, ...]
+) -> None:
+    history = simulated_history(
+        random.Random(processes), 5000, processes, unknown_rate=unknown_rate, keys=keys
+    )
     result = check(history)
     assert result.verdict == "linearizable", format_report(result)
 
@@ -408,7 +430,8 @@ def test_large_history_with_one_stale_read_is_a_violation() -> None:
     history = simulated_history(random.Random(8), 3000, 5, unknown_rate=0.03)
     writes = [op for op in history if op.kind == "write" and op.outcome is OK]
     overwritten = writes[len(writes) // 2]
-    overwriting = next(op for op in writes if op.call > overwritten.ret)  # type: ignore[operator]
+    assert overwritten.ret is not None
+    overwriting = next(op for op in writes if op.call > overwritten.ret)
     assert overwriting.ret is not None
     stale = read(99, overwritten.value, overwriting.ret + 0.0001, overwriting.ret + 0.0002)
     result = check([*history, stale])

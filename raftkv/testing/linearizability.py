@@ -40,7 +40,8 @@ class Op:
 
     ``value`` is what a write or cas wrote, or what a read returned. None means the key is absent: a delete is a
     write of None, a cas that requires absence has ``expected=None`` (so JSON null cannot be told from absence).
-    ``call`` and ``ret`` come from one clock shared by every process; ``ret`` is None when no answer came.
+    ``call`` and ``ret`` come from one clock shared by every process; ``ret`` is None when no answer came, and
+    is ignored for an UNKNOWN operation, which may take effect at any time after its call.
     A FAIL cas says the value differed from ``expected`` at some instant of its interval, so record only 412s as
     FAIL; leave out operations refused for reasons that say nothing about the register (400).
     """
@@ -67,7 +68,12 @@ class Op:
 
 @dataclass
 class CheckResult:
-    """The verdict on a history; for a violation, the key and the operations that could not be explained."""
+    """The verdict on a history.
+
+    For a violation: the key, and the operations involved (the one that could not be linearized, those concurrent
+    with it, and the writes and read that fixed the value it met). For "unknown": the key whose search ran out.
+    ``steps`` counts the search's attempted transitions, summed over the keys checked.
+    """
 
     verdict: Verdict
     key: str | None
@@ -261,9 +267,7 @@ def _simplify(steps: list[_Step]) -> list[_Step]:
 def _check_key(key: str, ops: Sequence[Op], max_steps: int) -> CheckResult:
     values = _ValueTable()
     steps = _simplify([s for op in ops if (s := _to_step(op, values)) is not None])
-    steps.sort(
-        key=lambda s: s.call
-    )  # the bits of a linearised set then fill from the bottom, keeping keys short
+    steps.sort(key=lambda s: s.call)  # so the bits of a linearised set fill from the bottom: short memo keys
     unsourced = _first_unsourced(steps)
     if unsourced is not None:
         return _unsourced_violation(key, unsourced, steps)
@@ -299,7 +303,7 @@ def _first_unsourced(steps: Sequence[_Step]) -> _Step | None:
 
 def _unsourced_violation(key: str, culprit: _Step, steps: Sequence[_Step]) -> CheckResult:
     needed = culprit.value if culprit.transition == _READ else culprit.expected
-    writers = [s.op for s in steps if s.transition in (_WRITE, _CAS) and s.value == needed]
+    writers = [s.op for s in steps if s.transition in (_WRITE, _CAS) and s.value == needed][:1]
     seen = culprit.op.value if culprit.transition == _READ else culprit.op.expected
     later = f"; it was first written by {_describe(writers[0])}" if writers else "; nothing ever wrote it"
     explanation = (
@@ -315,9 +319,9 @@ class _Deepest:
 
     depth: int
     blocked: int
-    state: int
     last_writer: int | None
-    concurrent: tuple[int, ...]
+    last_reader: int | None
+    rivals: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,9 +394,8 @@ class _UnknownPool:
         writes = [i for i in optional if steps[i].transition == _WRITE]
         self._unseen_writes = [i for i in writes if steps[i].value == _UNSEEN]
         self._useful_writes = [i for i in writes if steps[i].value in relied_on]
-        self._unblocking_writes = [
-            i for i in writes if steps[i].value not in relied_on and i not in self._unseen_writes
-        ]
+        seen_elsewhere = relied_on | {_UNSEEN}
+        self._unblocking_writes = [i for i in writes if steps[i].value not in seen_elsewhere]
         self._cas_by_expected: dict[tuple[int, bool], list[int]] = {}
         for i in optional:
             if steps[i].transition == _CAS:
@@ -446,8 +449,10 @@ class _Search:
 
     Each level offers the required operations called before the first pending return, then the unknown
     operations that could apply; a level is a suspended generator, resumed when its child backtracks. The search
-    succeeds when every required operation is linearised: unknown operations may stay out. A write straight after
-    an unknown operation is never offered: leaving that operation out reaches the same state with more to spare.
+    succeeds when every required operation is linearised: unknown operations may stay out. Two choices are
+    skipped because another choice does at least as well: a write straight after an unknown operation (leaving
+    that operation out reaches the same state with more to spare), and everything else at a level where a read
+    or a failed cas fits the current value (taking it first changes nothing for the others).
     """
 
     def __init__(self, steps: Sequence[_Step]) -> None:
@@ -495,7 +500,9 @@ class _Search:
                     called, first_return = events.window()
                     blocked = events.step_of[first_return]
                     rivals = tuple(i for i in called if i != blocked)
-                    deepest = _Deepest(len(path), blocked, state, last_writer, rivals)
+                    last = path[-1][0] if path else None
+                    last_reader = last if last is not None and steps[last].transition == _READ else None
+                    deepest = _Deepest(len(path), blocked, last_writer, last_reader, rivals)
                 if not path:
                     return _SearchOutcome("violation", attempts, deepest)
                 index, state, last_writer, after_optional, level = path.pop()
@@ -533,14 +540,49 @@ class _Search:
 
 
 def _search_violation(key: str, steps: Sequence[_Step], deepest: _Deepest, attempts: int) -> CheckResult:
-    blocked = steps[deepest.blocked].op
-    concurrent = [steps[i].op for i in deepest.concurrent if i != deepest.blocked]
+    blocked = steps[deepest.blocked]
+    rivals = [steps[i].op for i in deepest.rivals]
     writer = None if deepest.last_writer is None else steps[deepest.last_writer].op
-    state = "absent" if writer is None else f"{_show(writer.value)} (written by {_describe(writer)})"
-    explanation = (
-        f"key {key!r}: {_describe(blocked)} cannot be linearized. The longest linearizable prefix found "
-        f"({deepest.depth} operations) leaves the value {state}, and no order of the {len(concurrent)} "
-        "operations that could still come before it explains its result."
+    reader = None if deepest.last_reader is None else steps[deepest.last_reader].op
+    state = "absent" if writer is None else f"{_show(writer.value)}, written by {_describe(writer)}"
+    if reader:
+        state += f" and then read by {_describe(reader)}"
+    around = (
+        f"no order of the {len(rivals)} operations concurrent with it helps"
+        if rivals
+        else "nothing concurrent with it could change that"
     )
-    involved = {id(op): op for op in [blocked, *concurrent, *([writer] if writer else [])]}
-    return CheckResult("violation", key, list(involved.values()), attempts, explanation)
+    explanation = (
+        f"key {key!r}: {_describe(blocked.op)} cannot be linearized. The longest linearizable prefix found "
+        f"({deepest.depth} operations) leaves the value {state}; {around}."
+    )
+    evidence = _last_source_and_overwrite(blocked, steps)
+    if evidence:
+        source, *overwrite = evidence
+        explanation += f" The value it needs was last written by {_describe(source)}"
+        explanation += f", then {_describe(overwrite[0])} came in between." if overwrite else "."
+    involved = [blocked.op, *rivals, *[op for op in (writer, reader) if op], *evidence]
+    return CheckResult(
+        "violation", key, list({id(op): op for op in involved}.values()), attempts, explanation
+    )
+
+
+def _last_source_and_overwrite(blocked: _Step, steps: Sequence[_Step]) -> list[Op]:
+    """For an operation that needed a value: the last write of it, and a write wholly between that one and it."""
+    if blocked.transition not in (_READ, _CAS):
+        return []
+    needed = blocked.value if blocked.transition == _READ else blocked.expected
+    sources = [
+        s for s in steps if s.transition in (_WRITE, _CAS) and s.value == needed and s.call <= blocked.ret
+    ]
+    if not sources:
+        return []
+    source = max(sources, key=lambda s: s.call)
+    between = [
+        s
+        for s in steps
+        if s.transition in (_WRITE, _CAS) and not s.optional and s.call > source.ret and s.ret < blocked.call
+    ]
+    if not between:
+        return [source.op]
+    return [source.op, max(between, key=lambda s: s.ret).op]
