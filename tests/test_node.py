@@ -7,7 +7,7 @@ enough to assert on; the real-process tests in test_cluster.py cover HTTP and th
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,7 @@ import trio.testing
 from raftkv import kv
 from raftkv.config import NodeConfig
 from raftkv.node import NotLeader, RaftNode, Unavailable
-from raftkv.raft.types import AnyMessage
+from raftkv.raft.types import AnyMessage, AppendEntries, Entry, HardState, Snapshot
 from raftkv.storage import MemoryStorage
 
 IDS = ("n1", "n2", "n3")
@@ -37,8 +37,10 @@ class LoopbackNet:
 
     nodes: dict[str, RaftNode] = field(default_factory=dict)
     cut: set[str] = field(default_factory=set)
+    sent: list[AnyMessage] = field(default_factory=list)
 
     def deliver(self, message: AnyMessage) -> None:
+        self.sent.append(message)
         if message.src in self.cut or message.dst in self.cut or message.dst not in self.nodes:
             return
         self.nodes[message.dst].deliver(message)
@@ -68,7 +70,9 @@ async def cluster(storages: dict[str, MemoryStorage] | None = None) -> AsyncIter
     storages = storages if storages is not None else {i: MemoryStorage() for i in IDS}
     async with trio.open_nursery() as nursery:
         for seed, node_id in enumerate(IDS):
-            node = RaftNode(make_config(node_id), storages[node_id], LoopbackTransport(net), random.Random(seed))  # type: ignore[arg-type]
+            node = RaftNode(
+                make_config(node_id), storages[node_id], LoopbackTransport(net), random.Random(seed)
+            )  # type: ignore[arg-type]
             net.nodes[node_id] = node
             await nursery.start(node.run)
         yield net
@@ -124,7 +128,9 @@ async def test_a_cut_off_follower_does_not_stop_writes(autojump_clock: trio.test
                 await trio.sleep(0.05)
 
 
-async def test_isolated_leader_steps_down_and_a_new_one_takes_over(autojump_clock: trio.testing.MockClock) -> None:
+async def test_isolated_leader_steps_down_and_a_new_one_takes_over(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with cluster() as net:
         old = await wait_for_leader(net)
         net.cut.add(old.config.id)
@@ -160,7 +166,9 @@ async def test_restart_keeps_every_acknowledged_write(autojump_clock: trio.testi
         assert [leader.kv.get(f"k{i}").value for i in range(30)] == list(range(30))  # type: ignore[union-attr]
 
 
-async def test_snapshots_bound_the_log_and_catch_up_a_lagging_node(autojump_clock: trio.testing.MockClock) -> None:
+async def test_snapshots_bound_the_log_and_catch_up_a_lagging_node(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     net = LoopbackNet()
     async with trio.open_nursery() as nursery:
         for seed, node_id in enumerate(IDS):
@@ -179,6 +187,36 @@ async def test_snapshots_bound_the_log_and_catch_up_a_lagging_node(autojump_cloc
             while net.nodes[lagging].kv.get("k49") is None:
                 await trio.sleep(0.05)
         nursery.cancel_scope.cancel()
+
+
+class CountingStorage(MemoryStorage):
+    """Remembers how many entries each save carried."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entry_saves: list[int] = []
+
+    def save(self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None) -> None:
+        if entries:
+            self.entry_saves.append(len(entries))
+        super().save(hard_state, entries, snapshot)
+
+
+async def test_concurrent_writes_share_one_append_fsync_and_round(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    storages = {i: CountingStorage() for i in IDS}
+    async with cluster(storages) as net:  # type: ignore[arg-type]
+        leader = await wait_for_leader(net)
+        await leader.write(put("warm-up", 0))
+        saves_before, sent_before = len(storages[leader.config.id].entry_saves), len(net.sent)
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(leader.write, put(f"k{i}", i))
+        saves = storages[leader.config.id].entry_saves[saves_before:]
+        appends = [m for m in net.sent[sent_before:] if isinstance(m, AppendEntries) and m.entries]
+        assert sum(saves) == 20 and len(saves) <= 2  # group commit: one fsync for the lot
+        assert len(appends) <= 2 * len(saves) * (len(IDS) - 1)
 
 
 async def test_shutdown_leaves_no_task_behind(autojump_clock: trio.testing.MockClock) -> None:
