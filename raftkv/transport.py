@@ -5,6 +5,10 @@ in order": each peer has a bounded queue; when it is full the newest message is 
 fails the queue is flushed (the core resends what still matters on the next heartbeat) and the core is told,
 so it stops pipelining to that peer. A dead or paused peer therefore costs one timeout per backoff period and
 never delays the other peers.
+
+The HTTP client is a few lines of h11 on a Trio stream rather than httpx: a sender needs one connection and
+only the status of each answer, and httpx's pool machinery cost more CPU per message than everything else on
+the leader's send path (STACK.md, trap 5; measured in the README's Performance section).
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
-import httpx
+import h11
 import trio
 
 from raftkv.api.models import dump_raft_message, raft_path
@@ -23,6 +28,66 @@ log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 512
 MAX_BACKOFF = 1.0
+
+
+class PeerError(Exception):
+    """A message could not be delivered: no connection, a timeout, a broken answer or an error status."""
+
+
+class PeerConnection:
+    """One keep-alive HTTP/1.1 connection to a peer, reopened on demand after any failure."""
+
+    def __init__(self, url: str, timeout: float, headers: dict[str, str]) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or parts.hostname is None:
+            raise ValueError(f"peer URL must be http://HOST[:PORT], got {url!r}")
+        self.host, self.port = parts.hostname, parts.port or 80
+        self.prefix = parts.path.rstrip("/")
+        self.timeout = timeout
+        self.headers = [("Host", parts.netloc), *headers.items()]
+        self.stream: trio.SocketStream | None = None
+        self.http = h11.Connection(h11.CLIENT)
+
+    async def post(self, path: str, body: bytes) -> int:
+        """POST ``body`` and return the answer's status; raises PeerError (and drops the connection)."""
+        try:
+            with trio.fail_after(self.timeout):
+                return await self._exchange(path, body)
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError, h11.ProtocolError) as e:
+            await self.close()
+            raise PeerError(f"{type(e).__name__}: {e}") from e
+
+    async def _exchange(self, path: str, body: bytes) -> int:
+        if self.stream is None:
+            self.stream = await trio.open_tcp_stream(self.host, self.port)
+            self.http = h11.Connection(h11.CLIENT)
+        headers = [*self.headers, ("Content-Length", str(len(body)))]
+        request = h11.Request(method="POST", target=self.prefix + path, headers=headers)
+        await self.stream.send_all(
+            self.http.send(request) + self.http.send(h11.Data(data=body)) + self.http.send(h11.EndOfMessage())
+        )
+        status = 0
+        while True:
+            event = self.http.next_event()
+            if event is h11.NEED_DATA:
+                self.http.receive_data(await self.stream.receive_some(65536))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                raise trio.BrokenResourceError("the peer closed the connection")
+        if self.http.our_state is h11.DONE and self.http.their_state is h11.DONE:
+            self.http.start_next_cycle()
+        else:
+            await self.close()  # the peer asked to close (e.g. it is shutting down)
+        return status
+
+    async def close(self) -> None:
+        if self.stream is not None:
+            stream, self.stream = self.stream, None
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
 
 
 class Transport:
@@ -51,28 +116,29 @@ class Transport:
 
     async def _sender(self, peer: str, url: str) -> None:
         receive = self._queues[peer][1]
+        connection = PeerConnection(url, self.rpc_timeout, self.headers)
         backoff = 0.0
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        async with httpx.AsyncClient(base_url=url, timeout=self.rpc_timeout, limits=limits) as client:
+        try:
             async for message in receive:
                 try:
-                    response = await client.post(
-                        raft_path(message), content=dump_raft_message(message), headers=self.headers
-                    )
-                    if response.status_code >= 300:
-                        raise httpx.HTTPStatusError(
-                            f"{response.status_code}: {response.text[:200]}",
-                            request=response.request,
-                            response=response,
-                        )
+                    status = await connection.post(raft_path(message), dump_raft_message(message))
+                    if status >= 300:
+                        raise PeerError(f"answered {status}")
                     backoff = 0.0
-                except httpx.HTTPError as e:
-                    log.debug("message to %s failed: %s", peer, e)
+                except PeerError as e:
+                    log.log(
+                        logging.WARNING if backoff == 0 else logging.DEBUG,
+                        "message to %s failed: %s",
+                        peer,
+                        e,
+                    )
                     self.on_unreachable(peer)
                     _flush(receive)
                     backoff = min(MAX_BACKOFF, max(0.05, backoff * 2))
                     await trio.sleep(backoff)
                     _flush(receive)
+        finally:
+            await connection.close()
 
 
 def _flush(receive: trio.MemoryReceiveChannel[AnyMessage]) -> None:

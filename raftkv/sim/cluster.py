@@ -1,0 +1,115 @@
+"""A cluster of simulated nodes with the safety checker run after every step.
+
+By itself it is a hand-driven harness (messages collect in ``outbox`` until a test delivers or drops them),
+used by the focused unit tests; ``Simulation`` routes the messages through a lossy network instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from raftkv.raft.core import Config, Raft
+from raftkv.raft.types import AnyMessage, NodeId, RequestVote, RequestVoteReply, Role
+from raftkv.sim.checker import SafetyChecker
+from raftkv.sim.node import SimNode
+
+T = TypeVar("T")
+
+
+class Cluster:
+    def __init__(self, size: int, seed: str = "cluster", **options: Any) -> None:
+        self.ids: tuple[NodeId, ...] = tuple(f"n{i}" for i in range(1, size + 1))
+        self.checker = SafetyChecker()
+        self.outbox: list[AnyMessage] = []
+        self.nodes = {
+            node_id: SimNode(Config(id=node_id, voters=self.ids, **options), seed, self.checker, self.route)
+            for node_id in self.ids
+        }
+
+    # --- driving -----------------------------------------------------------------------------------------
+
+    def route(self, message: AnyMessage) -> None:
+        self.outbox.append(message)
+
+    def act(self, node_id: NodeId, action: Callable[[Raft], T]) -> T:
+        """Run ``action`` on a live node's core, carry out its Ready, then check every safety property."""
+        node = self.nodes[node_id]
+        assert node.raft is not None, f"{node_id} is down"
+        result = action(node.raft)
+        node.process()
+        self.check()
+        return result
+
+    def check(self) -> None:
+        self.checker.after_step(self.live_rafts())
+
+    def tick(self, node_id: NodeId, times: int = 1) -> None:
+        for _ in range(times):
+            self.act(node_id, Raft.tick)
+
+    def deliver(self, message: AnyMessage) -> None:
+        """Hand ``message`` to its destination (lost if that node is down)."""
+        if self.nodes[message.dst].up:
+            self.act(message.dst, lambda raft: raft.step(message))
+
+    def take(self, predicate: Callable[[AnyMessage], bool] = lambda m: True) -> list[AnyMessage]:
+        """Remove and return the queued messages matching ``predicate`` (to deliver later, or to drop)."""
+        taken = [m for m in self.outbox if predicate(m)]
+        self.outbox = [m for m in self.outbox if not predicate(m)]
+        return taken
+
+    def deliver_all(
+        self, predicate: Callable[[AnyMessage], bool] = lambda m: True, rounds: int = 100
+    ) -> None:
+        """Deliver matching messages, and the ones they cause, until none match (the others stay queued)."""
+        for _ in range(rounds):
+            batch = self.take(predicate)
+            if not batch:
+                return
+            for message in batch:
+                self.deliver(message)
+        raise AssertionError("messages kept flowing: the cluster does not settle")
+
+    def read(self, node_id: NodeId, ctx: object) -> None:
+        """Ask ``node_id`` for a ReadIndex; the checker holds its answer to linearizability."""
+        self.checker.on_read_requested(ctx)
+        self.act(node_id, lambda raft: raft.read_index(ctx))
+
+    def crash(self, node_id: NodeId) -> None:
+        self.nodes[node_id].crash()
+
+    def restart(self, node_id: NodeId) -> None:
+        self.nodes[node_id].restart()
+        self.check()
+
+    # --- queries -----------------------------------------------------------------------------------------
+
+    def raft(self, node_id: NodeId) -> Raft:
+        raft = self.nodes[node_id].raft
+        assert raft is not None, f"{node_id} is down"
+        return raft
+
+    def live_rafts(self) -> list[Raft]:
+        return [node.raft for node in self.nodes.values() if node.raft is not None]
+
+    def leader(self) -> Raft | None:
+        """The live leader of the highest term, if any."""
+        leaders = [raft for raft in self.live_rafts() if raft.role is Role.LEADER]
+        return max(leaders, key=lambda raft: raft.term, default=None)
+
+    def elect(self, node_id: NodeId, voters: Iterable[NodeId] | None = None) -> Raft:
+        """Let ``node_id`` time out and win an election, exchanging only (pre-)vote messages with ``voters``;
+        everything else (the new leader's first AppendEntries included) stays queued for the caller."""
+        group = {node_id, *(voters if voters is not None else self.ids)}
+
+        def ballot(m: AnyMessage) -> bool:
+            return isinstance(m, RequestVote | RequestVoteReply) and m.src in group and m.dst in group
+
+        raft = self.raft(node_id)
+        for _ in range(4 * raft.config.election_ticks):
+            self.tick(node_id)
+            self.deliver_all(ballot)
+            if raft.role is Role.LEADER:
+                return raft
+        raise AssertionError(f"{node_id} did not win an election")

@@ -1,0 +1,75 @@
+"""One simulated server: the real Raft core, a durable store, and a state machine, driven like the real node."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from raftkv.raft.core import Config, Raft
+from raftkv.raft.types import AnyMessage, ReadState
+from raftkv.sim.checker import SafetyChecker
+from raftkv.sim.machine import StateMachine
+from raftkv.storage.memory import MemoryStorage
+
+Send = Callable[[AnyMessage], None]
+
+
+class SimNode:
+    """A crash drops ``raft`` and ``machine`` (everything volatile); the store survives for the restart."""
+
+    def __init__(self, config: Config, seed: str, checker: SafetyChecker, send: Send) -> None:
+        self.id = config.id
+        self.config = config
+        self.seed = seed
+        self.checker = checker
+        self.send = send
+        self.store = MemoryStorage()
+        self.incarnation = 0
+        self.raft: Raft | None = None
+        self.machine = StateMachine()
+        self.answered_reads: list[ReadState] = []
+        self.restart()
+
+    @property
+    def up(self) -> bool:
+        return self.raft is not None
+
+    def crash(self) -> None:
+        self.raft = None
+        self.machine = StateMachine()
+
+    def restart(self) -> None:
+        """Rebuild the core and the state machine from the store alone (with a fresh election jitter)."""
+        state = self.store.load()
+        self.incarnation += 1
+        self.raft = Raft(self.config, state, random.Random(f"{self.seed}/{self.id}/{self.incarnation}"))
+        if state.snapshot is not None:
+            self.machine = self.checker.on_restore(self.id, state.snapshot)
+        self.checker.on_restart(self.id, self.raft, state.hard_state.commit)
+        self.process()
+
+    def process(self) -> None:
+        """Carry out one Ready in the contract's order: persist, then send, then apply."""
+        raft = self.raft
+        assert raft is not None
+        ready = raft.ready()
+        if ready.hard_state is not None or ready.entries or ready.snapshot is not None:
+            self.store.save(ready.hard_state, ready.entries, ready.snapshot)
+            self.checker.on_persist(self.id, raft, ready.entries)
+        for message in ready.messages:
+            self.send(message)
+        if ready.snapshot is not None:
+            self.machine = self.checker.on_restore(self.id, ready.snapshot)
+        for entry in ready.committed:
+            self.checker.on_apply(self.id, self.machine, entry)
+        for read in ready.read_states:
+            self.checker.on_read_state(self.id, read)
+            self.answered_reads.append(read)
+
+    def compact(self) -> None:
+        """Snapshot the state machine at its applied index, as an operator's periodic compaction would."""
+        raft = self.raft
+        assert raft is not None
+        if self.machine.applied > raft.log.snapshot_index:
+            snapshot = raft.compact(self.machine.applied, self.machine.snapshot_data())
+            self.store.save(None, [], snapshot)

@@ -1,0 +1,270 @@
+"""The randomised simulation: a cluster under a seeded storm of faults, then healed and required to recover.
+
+One seed fixes everything (cluster settings, fault rates, every random choice), so a failure replays exactly
+with ``python -m raftkv.sim --seed N --nodes K``. A run has two phases:
+
+1. faults, for ``fault_ticks``: messages dropped, delayed, duplicated, reordered; partitions (symmetric,
+   isolating the leader, or one-way); crashes (often of the leader) and restarts from the durable store;
+   clients proposing, reading with ReadIndex, compacting into snapshots and transferring leadership;
+2. recovery: the network heals (messages still arrive out of order, but within a tick) and every node restarts;
+   within ``liveness_timeouts`` election timeouts a leader must exist and
+   every command proposed after the heal (retried like a real client when its entry is lost) must be applied
+   on every node.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from raftkv.raft.core import NotLeader, Raft
+from raftkv.raft.types import AnyMessage, InstallSnapshot, NodeId, Role
+from raftkv.sim.cluster import Cluster
+from raftkv.sim.network import SUBTICKS, Network
+
+
+@dataclass(frozen=True, slots=True)
+class SimParams:
+    fault_ticks: int = 300
+    liveness_timeouts: int = 20
+    commands_after_heal: int = 3
+
+
+@dataclass(slots=True)
+class SimReport:
+    seed: int
+    nodes: int
+    ticks: int = 0
+    terms: int = 0
+    committed: int = 0
+    crashes: int = 0
+    partitions: int = 0
+    snapshots_sent: int = 0
+    reads: int = 0
+    transfers: int = 0
+    recovery_ticks: int = 0
+
+
+class SimFailure(AssertionError):
+    """A seed broke a safety or liveness property (or the core raised); the message says how to replay it."""
+
+
+def replay_command(seed: int, nodes: int) -> str:
+    return f"python -m raftkv.sim --seed {seed} --nodes {nodes}"
+
+
+@dataclass(slots=True)
+class _Rates:
+    crash: float
+    restart: float
+    partition: float
+    heal: float
+    propose: float
+    read: float
+    transfer: float
+    compact: float
+
+
+class Simulation(Cluster):
+    def __init__(self, seed: int, nodes: int, params: SimParams = SimParams()) -> None:
+        self.rng = random.Random(f"raftkv-sim/{nodes}/{seed}")
+        rng = self.rng
+        self.params = params
+        self.report = SimReport(seed, nodes)
+        self.network = Network(rng)
+        self.network.drop_rate = rng.uniform(0, 0.15)
+        self.network.duplicate_rate = rng.uniform(0, 0.1)
+        self.network.max_delay = rng.randint(1, 3 * SUBTICKS)
+        self.network.straggler_rate = rng.uniform(0, 0.05)
+        # Short election timeouts against long delays make for many terms and split votes.
+        election_ticks = rng.choice((3, 5, 10))
+        self.network.straggler_delay = 4 * election_ticks * SUBTICKS  # late enough to cross several terms
+        self.election_ticks = election_ticks
+        self.rates = _Rates(
+            crash=rng.uniform(0, 0.03),
+            restart=rng.uniform(0.03, 0.2),
+            partition=rng.uniform(0, 0.03),
+            heal=rng.uniform(0.02, 0.1),
+            propose=rng.uniform(0.2, 1.0),
+            read=rng.uniform(0, 0.2),
+            transfer=rng.uniform(0, 0.02),
+            compact=rng.uniform(0, 0.03),
+        )
+        self.now = 0
+        self.serial = 0
+        super().__init__(
+            nodes,
+            seed=f"raftkv-sim/{nodes}/{seed}",
+            election_ticks=election_ticks,
+            heartbeat_ticks=rng.randint(1, min(3, election_ticks - 1)),
+            max_batch_entries=rng.choice((1, 2, 3, 64)),
+            max_inflight=rng.randint(1, 4),
+            pre_vote=rng.random() < 0.75,
+            check_quorum=rng.random() < 0.75,
+        )
+        self.phase = {node_id: rng.randrange(SUBTICKS) for node_id in self.ids}
+        self.proposals: dict[bytes, tuple[int, int]] = {}
+
+    def route(self, message: AnyMessage) -> None:
+        if isinstance(message, InstallSnapshot):
+            self.report.snapshots_sent += 1
+        sender = self.nodes[message.src].raft
+        if not self.network.send(message, self.now) and sender is not None and self.rng.random() < 0.5:
+            sender.report_unreachable(message.dst)
+
+    # --- the run -----------------------------------------------------------------------------------------
+
+    def run(self) -> SimReport:
+        tick = 0
+        try:
+            for tick in range(self.params.fault_ticks):
+                self._inject_faults()
+                self._act_as_clients()
+                self._advance(tick)
+            liveness_ticks = self._heal()
+            commands = [self._command() for _ in range(self.params.commands_after_heal)]
+            for tick in range(self.params.fault_ticks, self.params.fault_ticks + liveness_ticks):
+                if self._recovered(commands):
+                    break
+                self._advance(tick)
+            else:
+                raise AssertionError(
+                    f"liveness: {liveness_ticks} ticks after healing, leader "
+                    f"{getattr(self.leader(), 'id', None)}, commands not applied everywhere: "
+                    f"{[c for c in commands if not self._applied_everywhere(c)]}"
+                )
+        except Exception as exc:
+            raise SimFailure(
+                f"seed {self.report.seed}, {self.report.nodes} nodes, tick {tick}: {exc}\n"
+                f"{''.join(traceback.format_exception(exc)[-4:])}"
+                f"replay: {replay_command(self.report.seed, self.report.nodes)}"
+            ) from exc
+        self.report.ticks = tick
+        self.report.recovery_ticks = tick - self.params.fault_ticks
+        self.report.terms = len(self.checker.leaders)
+        self.report.committed = self.checker.max_committed
+        return self.report
+
+    def _advance(self, tick: int) -> None:
+        """One tick: each live node ticks at its own phase; messages arrive in between, in random order."""
+        for sub in range(SUBTICKS):
+            self.now = tick * SUBTICKS + sub
+            for node_id in self.ids:
+                if self.phase[node_id] == sub and self.nodes[node_id].up:
+                    self.tick(node_id)
+            for message in self.network.arrivals(self.now):
+                self.deliver(message)
+
+    # --- faults ------------------------------------------------------------------------------------------
+
+    def _inject_faults(self) -> None:
+        rng, rates = self.rng, self.rates
+        up = [node_id for node_id in self.ids if self.nodes[node_id].up]
+        if up and rng.random() < rates.crash:
+            leader = self.leader()
+            victim = leader.id if leader is not None and rng.random() < 0.5 else rng.choice(up)
+            self.crash(victim)
+            self.report.crashes += 1
+        for node_id in self.ids:
+            if not self.nodes[node_id].up and rng.random() < rates.restart:
+                self.restart(node_id)
+        if rng.random() < rates.partition:
+            self._partition()
+        elif self.network.blocked and rng.random() < rates.heal:
+            self.network.blocked = set()
+        for node_id in self.ids:
+            if self.nodes[node_id].up and rng.random() < rates.compact:
+                self.nodes[node_id].compact()
+
+    def _partition(self) -> None:
+        self.report.partitions += 1
+        ids = list(self.ids)
+        self.rng.shuffle(ids)
+        kind = self.rng.randrange(3)
+        leader = self.leader()
+        if kind == 0 and leader is not None:  # the leader alone, the classic stale-leader setup
+            self.network.partition([[leader.id], [i for i in ids if i != leader.id]])
+        elif kind == 1:
+            self.network.blocked = {(a, b) for a in ids for b in ids if a != b and self.rng.random() < 0.3}
+        else:
+            cut = self.rng.randint(1, len(ids) - 1)
+            self.network.partition([ids[:cut], ids[cut:]])
+
+    def _heal(self) -> int:
+        """End the faults; returns the tick budget for recovery: ``liveness_timeouts`` election timeouts, plus
+        two ticks (a round trip) per entry the slowest node must catch up on, one entry per batch at worst."""
+        self.network.heal()
+        for node_id in self.ids:
+            if not self.nodes[node_id].up:
+                self.restart(node_id)
+        rafts = self.live_rafts()
+        backlog = max(raft.log.last_index for raft in rafts) - min(raft.log.committed for raft in rafts)
+        return self.params.liveness_timeouts * self.election_ticks + 2 * backlog
+
+    # --- clients -----------------------------------------------------------------------------------------
+
+    def _command(self) -> bytes:
+        self.serial += 1
+        return f"c{self.serial}".encode()
+
+    def _act_as_clients(self) -> None:
+        """Talk to whichever node believes it leads (possibly a stale one: that is the point)."""
+        rng, rates = self.rng, self.rates
+        leaders = [raft.id for raft in self.live_rafts() if raft.role is Role.LEADER]
+        if not leaders:
+            return
+        node_id = rng.choice(leaders)
+        if rng.random() < rates.propose:
+            command = self._command()
+            self._try(node_id, lambda raft: raft.propose(command))
+        if rng.random() < rates.read:
+            self.report.reads += 1
+            self.read(node_id, f"read-{self._command().decode()}")
+        if rng.random() < rates.transfer:
+            target = rng.choice([i for i in self.ids if i != node_id])
+            self.report.transfers += 1
+            self.act(node_id, lambda raft: raft.transfer_leadership(target))
+
+    def _try(self, node_id: NodeId, propose: Callable[[Raft], tuple[int, int]]) -> tuple[int, int] | None:
+        try:
+            return self.act(node_id, propose)
+        except NotLeader:
+            return None
+
+    def _recovered(self, commands: list[bytes]) -> bool:
+        """Drive the post-heal client (retrying lost proposals); True once everything is applied everywhere."""
+        leader = self.leader()
+        for command in commands:
+            placed = self.proposals.get(command)
+            if placed is not None and self._lost(command, *placed):
+                placed = None
+            if placed is None and leader is not None:
+                placed = self._try(leader.id, partial(Raft.propose, data=command))
+                if placed is not None:
+                    self.proposals[command] = placed
+        return leader is not None and all(self._applied_everywhere(c) for c in commands)
+
+    def _lost(self, command: bytes, index: int, term: int) -> bool:
+        if index <= self.checker.applied_through():
+            return self.checker.applied_command(index) != command
+        leader = self.leader()
+        return leader is not None and leader.term > term and leader.log.term_at(index) != term
+
+    def _applied_everywhere(self, command: bytes) -> bool:
+        placed = self.proposals.get(command)
+        if placed is None or self.checker.applied_command(placed[0]) != command:
+            return False
+        return all(node.machine.applied >= placed[0] for node in self.nodes.values())
+
+
+def ci_seeds() -> list[tuple[int, int]]:
+    """The (seed, nodes) pairs CI runs, 3- and 5-node clusters interleaved: 600 of 3 nodes, 400 of 5."""
+    return [(seed, nodes) for seed in range(600) for nodes in (3, 5) if nodes == 3 or seed < 400]
+
+
+def run_seed(seed: int, nodes: int, params: SimParams = SimParams()) -> SimReport:
+    """Run one seed; raises ``SimFailure`` (with the replay command) if any property breaks."""
+    return Simulation(seed, nodes, params).run()

@@ -1,0 +1,497 @@
+"""Focused tests of the sans-IO Raft core: one per rule of the paper's Figure 2, the known traps, and the
+classic scenarios (Figure 8, a stale leader after a partition, a disruptive node stopped by pre-vote).
+
+Scenario tests drive a hand-controlled ``Cluster`` from the simulator, so every step is also checked against
+all of Raft's safety properties; rule tests talk to a single ``Raft`` directly.
+"""
+
+from __future__ import annotations
+
+import random
+from functools import partial
+from typing import Any
+
+import pytest
+
+from raftkv.raft.core import Config, NotLeader, Raft
+from raftkv.raft.types import (
+    AnyMessage,
+    AppendEntries,
+    AppendEntriesReply,
+    Entry,
+    HardState,
+    InstallSnapshot,
+    PersistentState,
+    ReadState,
+    Ready,
+    RequestVote,
+    RequestVoteReply,
+    Role,
+)
+from raftkv.sim import Cluster, SafetyViolation
+
+THREE = ("n1", "n2", "n3")
+FIVE = ("n1", "n2", "n3", "n4", "n5")
+
+
+def make(
+    node_id: str = "n1",
+    voters: tuple[str, ...] = THREE,
+    *,
+    term: int = 0,
+    vote: str | None = None,
+    entries: tuple[Entry, ...] = (),
+    commit: int = 0,
+    **options: object,
+) -> Raft:
+    state = PersistentState(HardState(term, vote, commit), None, entries)
+    return Raft(Config(id=node_id, voters=voters, **options), state, random.Random(1))  # type: ignore[arg-type]
+
+
+def log_of(*terms: int) -> tuple[Entry, ...]:
+    return tuple(Entry(index, term, f"e{index}".encode()) for index, term in enumerate(terms, start=1))
+
+
+def run_out_timer(raft: Raft) -> Ready:
+    """Tick until the election timer fires (the role or the term changes)."""
+    before = (raft.role, raft.term)
+    for _ in range(2 * raft.config.election_ticks):
+        raft.tick()
+        if (raft.role, raft.term) != before:
+            return raft.ready()
+    raise AssertionError("the election timer never fired")
+
+
+def replies(ready: Ready) -> list[AnyMessage]:
+    return [m for m in ready.messages if isinstance(m, AppendEntriesReply | RequestVoteReply)]
+
+
+def append(
+    term: int, prev: tuple[int, int], entries: tuple[Entry, ...] = (), commit: int = 0
+) -> AppendEntries:
+    return AppendEntries(term, "n2", "n1", prev[0], prev[1], entries, commit)
+
+
+def only(ready: Ready) -> AnyMessage:
+    assert len(ready.messages) == 1, ready.messages
+    return ready.messages[0]
+
+
+def elected(size: int = 3, leader: str = "n1", **options: Any) -> Cluster:
+    cluster = Cluster(size, **options)
+    cluster.elect(leader)
+    settle(cluster, leader)
+    return cluster
+
+
+def settle(cluster: Cluster, leader: str = "n1") -> None:
+    """Deliver everything, then one heartbeat round: followers learn the commit index from heartbeats."""
+    cluster.deliver_all()
+    cluster.tick(leader, cluster.raft(leader).config.heartbeat_ticks)
+    cluster.deliver_all()
+
+
+# --- Figure 2, all servers ---------------------------------------------------------------------------------
+
+
+def test_committed_entries_are_applied_once_in_order() -> None:
+    cluster = elected()
+    for command in (b"a", b"b"):
+        cluster.act("n1", partial(Raft.propose, data=command))
+    settle(cluster)
+    machines = [node.machine for node in cluster.nodes.values()]
+    assert {machine.applied for machine in machines} == {3}
+    assert len({machine.digest for machine in machines}) == 1
+    assert cluster.checker.commands[1:] == [None, b"a", b"b"]
+
+
+def test_a_higher_term_in_any_message_makes_a_node_follow_it() -> None:
+    cluster = elected()
+    cluster.deliver(AppendEntriesReply(term=7, src="n2", dst="n1", success=False, match_index=0))
+    leader = cluster.raft("n1")
+    assert (leader.role, leader.term, leader.vote) == (Role.FOLLOWER, 7, None)
+
+
+# --- followers and candidates ------------------------------------------------------------------------------
+
+
+def test_a_follower_that_hears_from_its_leader_never_campaigns() -> None:
+    follower = make("n1", term=1)
+    for tick in range(100):
+        follower.tick()
+        if tick % 5 == 0:
+            follower.step(AppendEntries(1, "n2", "n1", 0, 0, (), 0))
+    assert follower.role is Role.FOLLOWER
+
+
+def test_a_candidate_bumps_its_term_votes_for_itself_persists_and_asks_everyone() -> None:
+    candidate = make("n1", term=3, pre_vote=False)
+    ready = run_out_timer(candidate)
+    assert candidate.role is Role.CANDIDATE
+    assert ready.hard_state == HardState(term=4, vote="n1", commit=0)
+    asks = [m for m in ready.messages if isinstance(m, RequestVote)]
+    assert sorted(m.dst for m in asks) == ["n2", "n3"]
+    assert {(m.term, m.pre_vote) for m in asks} == {(4, False)}
+
+
+def test_pre_vote_asks_for_the_next_term_without_taking_it() -> None:
+    node = make("n1", term=3)
+    ready = run_out_timer(node)
+    assert (node.role, node.term, ready.hard_state) == (Role.PRE_CANDIDATE, 3, None)
+    assert {(m.term, m.pre_vote) for m in ready.messages if isinstance(m, RequestVote)} == {(4, True)}
+
+
+def test_votes_of_a_majority_make_a_leader_that_appends_a_noop_and_replicates_it() -> None:
+    cluster = Cluster(3)
+    leader = cluster.elect("n1", voters=["n2"])
+    assert leader.role is Role.LEADER
+    assert leader.log.entries == [Entry(1, leader.term, None)]
+    assert {m.dst for m in cluster.outbox if isinstance(m, AppendEntries) and m.entries} == {"n2", "n3"}
+
+
+def test_a_candidate_yields_to_a_leader_of_its_term() -> None:
+    candidate = make("n1", pre_vote=False)
+    run_out_timer(candidate)
+    candidate.step(AppendEntries(candidate.term, "n2", "n1", 0, 0, (), 0))
+    assert (candidate.role, candidate.leader_id) == (Role.FOLLOWER, "n2")
+
+
+def test_a_candidate_that_times_out_starts_a_new_election() -> None:
+    candidate = make("n1", pre_vote=False)
+    run_out_timer(candidate)
+    first = candidate.term
+    run_out_timer(candidate)  # the timer fires again with no answers
+    assert (candidate.role, candidate.term) == (Role.CANDIDATE, first + 1)
+
+
+# --- leaders -----------------------------------------------------------------------------------------------
+
+
+def test_a_leader_applies_a_command_only_after_a_quorum_stored_it() -> None:
+    cluster = elected()
+    index, _ = cluster.act("n1", lambda raft: raft.propose(b"x"))
+    assert cluster.nodes["n1"].machine.applied < index
+    cluster.deliver_all(lambda m: m.dst == "n2" or m.src == "n2")
+    assert cluster.nodes["n1"].machine.applied == index
+    assert cluster.raft("n3").log.last_index < index  # one follower was enough
+
+
+def test_a_leader_repairs_a_follower_that_missed_everything() -> None:
+    cluster = elected()
+    cluster.crash("n3")
+    for command in (b"a", b"b", b"c"):
+        cluster.act("n1", partial(Raft.propose, data=command))
+    cluster.deliver_all(lambda m: "n3" not in (m.src, m.dst))
+    cluster.take()
+    cluster.restart("n3")
+    catch_up(cluster)
+    assert cluster.raft("n3").log.entries == cluster.raft("n1").log.entries
+    assert cluster.nodes["n3"].machine.digest == cluster.nodes["n1"].machine.digest
+
+
+def catch_up(cluster: Cluster) -> list[AnyMessage]:
+    """Heartbeats for two election timeouts: the leader notices that a follower stopped making progress
+    (the batches it sent were lost in a crash) and probes it afresh. Returns every message delivered."""
+    delivered = []
+    for _ in range(2 * cluster.raft("n1").config.election_ticks):
+        cluster.tick("n1")
+        while batch := cluster.take():
+            delivered += batch
+            for message in batch:
+                cluster.deliver(message)
+    return delivered
+
+
+def test_followers_that_disagree_are_rolled_back_to_the_leader_log() -> None:
+    # Figure 7: a follower with extra uncommitted entries of an old term.
+    leader = make("n1", term=3, entries=log_of(1, 1, 3), commit=0, pre_vote=False)
+    run_out_timer(leader)
+    leader.step(RequestVoteReply(leader.term, "n2", "n1", granted=True))
+    follower = make("n2", term=leader.term, entries=log_of(1, 1, 2, 2, 2))
+    messages = [m for m in leader.ready().messages if m.dst == "n2"]
+    for _ in range(10):
+        for m in messages:
+            follower.step(m)
+        answers = follower.ready().messages
+        for answer in answers:
+            leader.step(answer)
+        messages = [m for m in leader.ready().messages if m.dst == "n2"]
+    assert [(e.index, e.term) for e in follower.log.entries] == [
+        (e.index, e.term) for e in leader.log.entries
+    ]
+
+
+# --- AppendEntries receiver --------------------------------------------------------------------------------
+
+
+def test_append_from_an_older_term_is_refused_with_our_term() -> None:
+    follower = make("n1", term=5)
+    follower.step(append(3, (0, 0), log_of(3)))
+    reply = only(follower.ready())
+    assert isinstance(reply, AppendEntriesReply)
+    assert (reply.success, reply.term) == (False, 5)
+    assert follower.log.last_index == 0
+
+
+def test_append_that_does_not_match_at_prev_is_refused_with_a_conflict_hint() -> None:
+    follower = make("n1", term=3, entries=log_of(1, 2, 2))
+    follower.step(append(3, (3, 3), (Entry(4, 3),)))
+    reply = only(follower.ready())
+    assert isinstance(reply, AppendEntriesReply)
+    assert (reply.success, reply.conflict_term, reply.conflict_index) == (False, 2, 2)
+    assert follower.log.last_index == 3
+
+
+def test_a_conflicting_entry_and_all_after_it_are_deleted() -> None:
+    follower = make("n1", term=2, entries=log_of(1, 1, 1))
+    follower.step(append(2, (1, 1), (Entry(2, 2, b"new"),)))
+    assert [(e.index, e.term) for e in follower.log.entries] == [(1, 1), (2, 2)]
+    assert follower.ready().entries == [Entry(2, 2, b"new")]
+
+
+def test_commit_follows_the_leader_but_not_past_the_last_new_entry() -> None:
+    follower = make("n1", term=1, entries=log_of(1, 1, 1, 1))
+    follower.step(append(1, (0, 0), log_of(1, 1), commit=4))
+    assert follower.log.committed == 2  # entries 3 and 4 were not vouched for by this message
+
+
+# --- RequestVote receiver ----------------------------------------------------------------------------------
+
+
+def vote_request(term: int, src: str, last: tuple[int, int], pre_vote: bool = False) -> RequestVote:
+    return RequestVote(term, src, "n1", last[0], last[1], pre_vote=pre_vote)
+
+
+def granted(node: Raft, request: RequestVote) -> bool:
+    node.step(request)
+    reply = only(node.ready())
+    assert isinstance(reply, RequestVoteReply)
+    return reply.granted
+
+
+def test_a_vote_request_of_an_older_term_is_not_granted() -> None:
+    node = make("n1", term=5)
+    node.step(vote_request(4, "n2", (9, 4)))
+    assert not any(isinstance(m, RequestVoteReply) and m.granted for m in node.ready().messages)
+
+
+def test_one_vote_per_term() -> None:
+    node = make("n1", term=1)
+    assert granted(node, vote_request(2, "n2", (0, 0)))
+    assert granted(node, vote_request(2, "n2", (0, 0)))  # a retried request gets the same answer
+    assert not granted(node, vote_request(2, "n3", (0, 0)))
+
+
+@pytest.mark.parametrize(
+    ("last", "expected"), [((5, 1), False), ((1, 2), False), ((2, 2), True), ((1, 3), True)]
+)
+def test_a_vote_needs_a_log_at_least_as_up_to_date(last: tuple[int, int], expected: bool) -> None:
+    node = make("n1", term=2, entries=log_of(1, 2))
+    assert granted(node, vote_request(3, "n2", last)) is expected
+
+
+# --- the known traps ---------------------------------------------------------------------------------------
+
+
+def test_a_vote_is_persisted_with_its_term_before_it_is_sent_and_survives_a_crash() -> None:
+    cluster = Cluster(3, pre_vote=False)
+    cluster.deliver(RequestVote(4, "n2", "n1", 0, 0))
+    store = cluster.nodes["n1"].store.load()
+    assert store.hard_state.term == 4 and store.hard_state.vote == "n2"
+    assert [m for m in cluster.outbox if isinstance(m, RequestVoteReply) and m.granted]
+    cluster.crash("n1")
+    cluster.restart("n1")
+    cluster.take()
+    cluster.deliver(RequestVote(4, "n3", "n1", 0, 0))
+    assert not any(isinstance(m, RequestVoteReply) and m.granted for m in cluster.outbox)
+
+
+def test_a_single_ready_carries_the_new_term_and_the_vote_together() -> None:
+    node = make("n1", term=1)
+    node.step(vote_request(6, "n2", (0, 0)))
+    ready = node.ready()
+    assert ready.hard_state == HardState(term=6, vote="n2", commit=0)
+    assert isinstance(only(ready), RequestVoteReply)
+
+
+def test_a_late_or_duplicated_append_whose_entries_match_never_truncates() -> None:
+    follower = make("n1", term=1)
+    early = append(1, (0, 0), log_of(1, 1))
+    follower.step(early)
+    follower.step(append(1, (2, 1), (Entry(3, 1, b"e3"), Entry(4, 1, b"e4"))))
+    follower.ready()
+    follower.step(early)  # the first batch again, late
+    ready = follower.ready()
+    assert follower.log.last_index == 4 and not ready.entries
+    reply = only(ready)
+    assert isinstance(reply, AppendEntriesReply) and reply.success and reply.match_index == 2
+
+
+def test_vote_replies_from_an_older_term_are_ignored() -> None:
+    candidate = make("n1", FIVE, term=1, pre_vote=False)
+    run_out_timer(candidate)  # candidate of term 2
+    run_out_timer(candidate)  # no answers: candidate of term 3
+    for voter in ("n2", "n3"):
+        candidate.step(RequestVoteReply(2, voter, "n1", granted=True))
+    assert (candidate.role, candidate.term) == (Role.CANDIDATE, 3)
+    for voter in ("n2", "n3"):
+        candidate.step(RequestVoteReply(3, voter, "n1", granted=True))
+    assert (candidate.role, candidate.term) == (Role.LEADER, 3)
+
+
+def test_a_leader_commit_never_moves_backwards() -> None:
+    cluster = elected()
+    cluster.act("n1", lambda raft: raft.propose(b"x"))
+    cluster.deliver_all()
+    leader = cluster.raft("n1")
+    committed = leader.log.committed
+    # Stale answers (an old success, a rejection) and a heartbeat of a lower commit change nothing.
+    cluster.deliver(AppendEntriesReply(leader.term, "n2", "n1", success=True, match_index=1))
+    cluster.deliver(AppendEntriesReply(leader.term, "n3", "n1", success=False, match_index=1))
+    settle(cluster)
+    cluster.deliver(AppendEntries(leader.term, "n1", "n2", 1, leader.term, (), 1))
+    assert leader.log.committed == committed
+    assert cluster.raft("n2").log.committed == committed
+
+
+# --- scenarios ---------------------------------------------------------------------------------------------
+
+
+def deliver_until(cluster: Cluster, between: set[str], done: object) -> None:
+    """Deliver messages between two nodes one at a time until ``done()`` holds."""
+    assert callable(done)
+    while not done():
+        batch = cluster.take(lambda m: {m.src, m.dst} == between)
+        assert batch, "ran out of messages"
+        cluster.deliver(batch[0])
+        cluster.outbox.extend(batch[1:])
+
+
+def figure_8(cluster: Cluster) -> int:
+    """Figure 8 with a no-op per term: (2, t1) reaches a majority in term 3 but must not be committed then,
+    because n5 (holding (2, t2)) can still win and overwrite it. Returns the term-3 leader's commit index
+    at that moment."""
+    cluster.deliver_all()  # n1 leads term 1, the no-op (1, t1) is committed everywhere
+    cluster.act("n1", lambda raft: raft.propose(b"x"))  # (2, t1) on n1
+    deliver_until(cluster, {"n1", "n2"}, lambda: cluster.raft("n2").log.last_index == 2)
+    cluster.take()
+    cluster.crash("n1")
+    cluster.elect("n5", voters=["n3", "n4"])  # term 2: n5 appends its no-op (2, t2) and is cut off
+    cluster.take()
+    cluster.crash("n5")
+    cluster.restart("n1")
+    leader = cluster.elect("n1", voters=["n3", "n4"])  # term 3, no-op (3, t3)
+    for follower in ("n3", "n4"):  # one entry per batch: (2, t1) arrives, (3, t3) does not
+        deliver_until(cluster, {"n1", follower}, lambda f=follower: leader.progress[f].match == 2)
+    commit_in_term_3 = leader.log.committed
+    cluster.take()
+    cluster.crash("n1")
+    cluster.restart("n5")
+    cluster.elect("n5", voters=["n2", "n3", "n4"])  # (2, t2) is more up to date than (2, t1)
+    cluster.deliver_all()
+    return commit_in_term_3
+
+
+def test_figure_8_an_old_term_entry_is_not_committed_by_counting_replicas() -> None:
+    cluster = Cluster(5, max_batch_entries=1, pre_vote=False, check_quorum=False)
+    cluster.elect("n1")
+    assert figure_8(cluster) == 1, "an entry of an older term was committed by counting replicas"
+    n5 = cluster.raft("n5")
+    assert n5.log.term_at(2) == 2 and n5.log.committed >= 2
+    assert cluster.raft("n3").log.term_at(2) == 2  # overwritten, safely: it was never committed
+
+
+def test_figure_8_with_commit_by_counting_breaks_safety(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Raft, "_may_commit", lambda self, index: True)
+    cluster = Cluster(5, max_batch_entries=1, pre_vote=False, check_quorum=False)
+    cluster.elect("n1")
+    with pytest.raises(SafetyViolation, match="leader completeness"):
+        figure_8(cluster)
+
+
+def test_a_stale_leader_after_a_partition_commits_nothing_and_steps_down() -> None:
+    cluster = elected(check_quorum=False)
+    old = cluster.raft("n1")
+    cluster.elect("n2", voters=["n3"])  # n1 is cut off and does not notice
+    cluster.deliver_all(lambda m: "n1" not in (m.src, m.dst))
+    index, _ = cluster.act("n1", lambda raft: raft.propose(b"lost"))
+    cluster.read("n1", "stale-read")
+    cluster.take(lambda m: m.src == "n1")  # the partition eats the stale leader's messages
+    assert old.role is Role.LEADER and old.log.committed < index
+    cluster.tick("n2", cluster.raft("n2").config.heartbeat_ticks)  # the partition heals
+    cluster.deliver_all()
+    assert (old.role, old.term, old.leader_id) == (Role.FOLLOWER, 2, "n2")
+    assert old.log.term_at(index) != 1, "the stale leader's uncommitted entry was replaced"
+    assert b"lost" not in cluster.checker.commands
+    assert cluster.nodes["n1"].answered_reads == [ReadState("stale-read", None)]
+
+
+def test_check_quorum_makes_a_cut_off_leader_step_down() -> None:
+    cluster = elected()
+    leader = cluster.raft("n1")
+    cluster.tick("n1", 2 * leader.config.election_ticks)
+    assert leader.role is Role.FOLLOWER
+    with pytest.raises(NotLeader):
+        leader.propose(b"x")
+
+
+def isolate_and_rejoin(cluster: Cluster) -> int:
+    """Cut n3 off for many election timeouts while n1 keeps leading n2; returns n3's term before rejoining."""
+    for _ in range(50):
+        cluster.tick("n3")
+        cluster.tick("n1")
+        cluster.take(lambda m: "n3" in (m.src, m.dst))
+        cluster.deliver_all()
+    term = cluster.raft("n3").term
+    for _ in range(3 * cluster.raft("n3").config.election_ticks):  # back: its next campaign reaches everyone
+        cluster.tick("n3")
+        cluster.deliver_all(lambda m: m.src == "n3" or isinstance(m, RequestVoteReply))
+    return term
+
+
+def test_pre_vote_stops_a_rejoining_node_from_disrupting_the_leader() -> None:
+    cluster = elected()
+    term = isolate_and_rejoin(cluster)
+    assert term == 1, "pre-vote kept the isolated node's term"
+    assert cluster.raft("n1").role is Role.LEADER and cluster.raft("n1").term == 1
+    cluster.tick("n1")
+    cluster.deliver_all()
+    assert cluster.raft("n3").leader_id == "n1"
+
+
+def test_without_pre_vote_a_rejoining_node_does_disrupt() -> None:
+    cluster = elected(pre_vote=False, check_quorum=False)
+    assert isolate_and_rejoin(cluster) > 1
+    assert cluster.raft("n1").term > 1 and cluster.raft("n1").role is not Role.LEADER
+
+
+def test_a_follower_far_behind_is_caught_up_by_snapshot() -> None:
+    cluster = elected()
+    cluster.crash("n3")
+    for command in (b"a", b"b", b"c"):
+        cluster.act("n1", partial(Raft.propose, data=command))
+    cluster.deliver_all(lambda m: "n3" not in (m.src, m.dst))
+    cluster.take()
+    cluster.nodes["n1"].compact()
+    cluster.restart("n3")
+    sent = catch_up(cluster)
+    assert any(isinstance(m, InstallSnapshot) for m in sent)
+    assert cluster.nodes["n3"].machine == cluster.nodes["n1"].machine
+    assert cluster.nodes["n3"].store.load().snapshot == cluster.raft("n1").log.snapshot
+
+
+def test_leadership_transfer_hands_over_to_the_target() -> None:
+    cluster = elected()
+    cluster.act("n1", lambda raft: raft.transfer_leadership("n2"))
+    with pytest.raises(NotLeader):
+        cluster.raft("n1").propose(b"paused during the transfer")
+    cluster.deliver_all()
+    assert cluster.raft("n2").role is Role.LEADER and cluster.raft("n1").leader_id == "n2"
+
+
+def test_read_index_answers_at_the_commit_index_after_a_quorum_round() -> None:
+    cluster = elected()
+    cluster.read("n1", "r")
+    assert cluster.nodes["n1"].answered_reads == []
+    cluster.deliver_all()
+    assert cluster.nodes["n1"].answered_reads == [ReadState("r", cluster.raft("n1").log.committed)]

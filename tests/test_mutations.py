@@ -1,0 +1,128 @@
+"""Mutation check: break one Raft rule on purpose and the simulator must notice within the CI seed budget.
+
+Each mutation is a small monkeypatch of the core. ``SEEDS_NEEDED`` records how many CI runs (in ``ci_seeds()``
+order) each took to fail when it was written; the test allows the whole budget, so a weaker simulator fails
+the test rather than silently passing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from raftkv.raft.core import Raft
+from raftkv.raft.log import RaftLog
+from raftkv.raft.types import (
+    AnyMessage,
+    AppendEntries,
+    Entry,
+    HardState,
+    ReadState,
+    RequestVote,
+    RequestVoteReply,
+)
+from raftkv.sim import SimFailure, ci_seeds, run_seed
+
+_handle_request_vote = Raft._handle_request_vote
+_step = Raft.step
+_handle_append = Raft._handle_append
+
+
+def vote_twice_in_a_term(self: Raft, m: RequestVote) -> None:
+    """Grants any up-to-date candidate of our term, forgetting whom we already voted for."""
+    if m.pre_vote:
+        _handle_request_vote(self, m)
+        return
+    granted = self._log_up_to_date(m) and m.term == self.term
+    if granted:
+        self.vote = m.src
+    self._send(RequestVoteReply(term=self.term, src=self.id, dst=m.src, granted=granted))
+
+
+def truncate_on_matching_duplicate(self: RaftLog, entries: tuple[Entry, ...]) -> None:
+    """Drops everything after a (possibly stale) batch even when its entries already match."""
+    fresh = [entry for entry in entries if entry.index > self.snapshot_index]
+    if fresh:
+        del self.entries[fresh[0].index - self.first_index :]
+        self.entries.extend(fresh)
+        self.unstable = min(self.unstable, fresh[0].index)
+
+
+def count_stale_vote_replies(self: Raft, m: AnyMessage) -> None:
+    if isinstance(m, RequestVoteReply) and not m.pre_vote and m.term < self.term:
+        self._handle_vote_reply(m)
+        return
+    _step(self, m)
+
+
+def follower_commits_past_what_it_verified(self: Raft, m: AppendEntries) -> None:
+    _handle_append(self, m)
+    self.log.commit_to(m.commit)
+
+
+def answer_reads_at_once(self: Raft, ctx: object) -> None:
+    self._read_states.append(ReadState(ctx, self.log.committed))
+
+
+Mutation = tuple[type, str, object]
+MUTATIONS: dict[str, Mutation] = {
+    "commit by counting, without the current-term rule": (Raft, "_may_commit", lambda self, index: True),
+    "vote without the log restriction": (Raft, "_log_up_to_date", lambda self, m: True),
+    "vote twice in a term": (Raft, "_handle_request_vote", vote_twice_in_a_term),
+    "vote not persisted": (
+        Raft,
+        "hard_state",
+        property(lambda self: HardState(term=self.term, vote=None, commit=self.log.committed)),
+    ),
+    "vote replies of older terms counted": (Raft, "step", count_stale_vote_replies),
+    "duplicate AppendEntries truncates": (RaftLog, "merge", truncate_on_matching_duplicate),
+    "follower commit not bounded by its match": (
+        Raft,
+        "_handle_append",
+        follower_commits_past_what_it_verified,
+    ),
+    "ReadIndex without a quorum round": (Raft, "_queue_read", answer_reads_at_once),
+    "ReadIndex before the leader commits in its term": (
+        Raft,
+        "read_index",
+        lambda self, ctx: self._queue_read(ctx),
+    ),
+    "quorum of a minority": (Raft, "quorum", property(lambda self: len(self.config.voters) // 2)),
+}
+
+# Runs (in ci_seeds() order) each mutation needed to fail, as measured; the test allows the full budget.
+SEEDS_NEEDED = {
+    "commit by counting, without the current-term rule": 38,
+    "vote without the log restriction": 1,
+    "vote twice in a term": 1,
+    "vote not persisted": 17,
+    "vote replies of older terms counted": 23,
+    "duplicate AppendEntries truncates": 1,
+    "follower commit not bounded by its match": 7,
+    "ReadIndex without a quorum round": 12,
+    "ReadIndex before the leader commits in its term": 20,
+    "quorum of a minority": 1,
+}
+
+
+def first_failure(budget: list[tuple[int, int]]) -> tuple[int, str] | None:
+    for runs, (seed, nodes) in enumerate(budget, start=1):
+        try:
+            run_seed(seed, nodes)
+        except SimFailure as failure:
+            return runs, str(failure)
+    return None
+
+
+@pytest.mark.parametrize("name", MUTATIONS)
+def test_simulator_catches_mutation(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    owner, attribute, replacement = MUTATIONS[name]
+    monkeypatch.setattr(owner, attribute, replacement)
+    found = first_failure(ci_seeds())
+    assert found is not None, f"the simulator missed the mutation {name!r} over all CI seeds"
+    runs, message = found
+    assert "replay: python -m raftkv.sim --seed" in message
+    print(f"{name}: caught after {runs} runs (recorded {SEEDS_NEEDED[name]})")
+
+
+def test_every_mutation_has_a_record() -> None:
+    assert set(SEEDS_NEEDED) == set(MUTATIONS)
