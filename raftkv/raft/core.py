@@ -84,7 +84,8 @@ class Progress:
     inflight: deque[int] = field(default_factory=deque)  # last index of each batch in flight
     recent_active: bool = False
     acked_seq: int = 0
-    match_at_check: int = -1  # match at the previous election-timeout boundary, to spot a stalled follower
+    match_at_heartbeat: int = -1  # match at the previous heartbeat, to spot a follower that stalled
+    stalled_heartbeats: int = 0
 
     def become_probe(self, next_index: int) -> None:
         self.state, self.next, self.paused = ProgressState.PROBE, max(next_index, self.match + 1), False
@@ -99,7 +100,6 @@ class Progress:
 class _PendingRead:
     ctx: object
     index: int
-    seq: int
 
 
 class Raft:
@@ -121,7 +121,8 @@ class Raft:
         self.progress: dict[NodeId, Progress] = {}
         self.transfer_target: NodeId | None = None
         self.seq = 0  # ReadIndex round, echoed by followers
-        self.pending_reads: deque[_PendingRead] = deque()
+        self.pending_reads: list[_PendingRead] = []  # the reads of the confirmation round in flight
+        self.next_reads: list[object] = []  # arrived while a round was in flight: they join the next one
         self.waiting_reads: list[object] = []  # arrived before this leader committed an entry of its term
         self.read_round_requested = False
         self.replicate_requested = False
@@ -372,14 +373,10 @@ class Raft:
                 pr.next = max(pr.next, match + 1)
             else:
                 pr.become_replicate()
-            if self._maybe_commit():
-                self.replicate_requested = True  # followers learn the new commit index promptly
+            self._maybe_commit()  # followers learn the new commit index with their next batch or heartbeat
             if peer == self.transfer_target and pr.match == self.log.last_index:
                 self._send(TimeoutNow(term=self.term, src=self.id, dst=peer))
-        elif pr.state is ProgressState.REPLICATE:
-            if len(pr.inflight) >= self.config.max_inflight:
-                pr.inflight.popleft()  # a batch may be lost: let one more go; a gap makes the follower reject
-        else:
+        elif pr.state is not ProgressState.REPLICATE:
             pr.paused = False
         self._send_append(peer)
 
@@ -478,18 +475,9 @@ class Raft:
             if self.config.check_quorum and not self._quorum_active():
                 self._become_follower(self.term, None)
                 return
-            self._restart_stalled()
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
             self.heartbeat_elapsed = 0
             self._broadcast_heartbeat()
-
-    def _restart_stalled(self) -> None:
-        """A follower that made no progress for a whole election timeout while behind lost a message the
-        window still counts as in flight (or a snapshot): probe it afresh."""
-        for pr in self.progress.values():
-            if pr.match < self.log.last_index and pr.match == pr.match_at_check:
-                pr.become_probe(pr.match + 1)
-            pr.match_at_check = pr.match
 
     def _quorum_active(self) -> bool:
         active = 1 + sum(pr.recent_active for pr in self.progress.values())
@@ -564,8 +552,16 @@ class Raft:
         """An empty AppendEntries anchored at each follower's known match point: it always passes the
         consistency check, so it never disturbs pipelined batches, and carries the commit index and ``seq``."""
         for peer, pr in self.progress.items():
-            if pr.state is ProgressState.PROBE:
-                pr.paused = False  # the probe's answer may have been lost: the reply to this one resends it
+            stalled = pr.match < self.log.last_index and pr.match == pr.match_at_heartbeat
+            pr.stalled_heartbeats = pr.stalled_heartbeats + 1 if stalled else 0
+            pr.match_at_heartbeat = pr.match
+            # Behind with no progress for a heartbeat interval (a snapshot gets an election timeout): a batch,
+            # probe or snapshot, or its answer, was lost, or the follower restarted. Probe afresh: the reply
+            # to this heartbeat resends from its match point.
+            patience = self.config.election_ticks // self.config.heartbeat_ticks
+            if pr.stalled_heartbeats >= (patience if pr.state is ProgressState.SNAPSHOT else 1):
+                pr.become_probe(pr.match + 1)
+                pr.stalled_heartbeats = 0
             prev_term = self.log.term_at(pr.match)
             prev = pr.match if prev_term is not None else 0  # index 0 matches every log
             self._send(
@@ -587,27 +583,33 @@ class Raft:
         if len(self.config.voters) == 1:
             self._read_states.append(ReadState(ctx, self.log.committed))
             return
-        if not self.read_round_requested:
-            self.seq += 1
-            self.read_round_requested = True
-        self.pending_reads.append(_PendingRead(ctx, self.log.committed, self.seq))
+        self.next_reads.append(ctx)
+        if not self.pending_reads:
+            self._start_read_round()
+
+    def _start_read_round(self) -> None:
+        """Confirm leadership for every queued read with one heartbeat per peer. One round at a time: reads
+        that arrive meanwhile share the next round, so a burst of reads costs a round, not a round each."""
+        self.seq += 1
+        self.pending_reads = [_PendingRead(ctx, self.log.committed) for ctx in self.next_reads]
+        self.next_reads = []
+        self.read_round_requested = True
 
     def _release_reads(self) -> None:
-        while self.pending_reads:
-            read = self.pending_reads[0]
-            acks = 1 + sum(pr.acked_seq >= read.seq for pr in self.progress.values())
-            if acks < self.quorum:
-                return
-            self.pending_reads.popleft()
-            self._read_states.append(ReadState(read.ctx, read.index))
+        if not self.pending_reads:
+            return
+        acks = 1 + sum(pr.acked_seq >= self.seq for pr in self.progress.values())
+        if acks < self.quorum:
+            return
+        self._read_states.extend(ReadState(read.ctx, read.index) for read in self.pending_reads)
+        self.pending_reads = []
+        if self.next_reads:
+            self._start_read_round()
 
     def _fail_reads(self) -> None:
-        for read in self.pending_reads:
-            self._read_states.append(ReadState(read.ctx, None))
-        for ctx in self.waiting_reads:
-            self._read_states.append(ReadState(ctx, None))
-        self.pending_reads.clear()
-        self.waiting_reads = []
+        unconfirmed = [read.ctx for read in self.pending_reads] + self.next_reads + self.waiting_reads
+        self._read_states.extend(ReadState(ctx, None) for ctx in unconfirmed)
+        self.pending_reads, self.next_reads, self.waiting_reads = [], [], []
         self.read_round_requested = False
 
     def _send(self, m: AnyMessage) -> None:
