@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 
@@ -26,9 +28,20 @@ from raftkv.config import NodeConfig
 from raftkv.raft.core import Config, NotLeader, Raft
 from raftkv.raft.types import AnyMessage, Entry, ReadState, Role, Snapshot
 from raftkv.storage import Storage
-from raftkv.transport import Transport
 
 log = logging.getLogger(__name__)
+
+
+class MessageTransport(Protocol):
+    """How the node reaches its peers (``transport.Transport`` over HTTP; tests wire nodes in memory)."""
+
+    on_unreachable: Callable[[str], None]  # set by the node: called when a message could not be delivered
+
+    def send(self, message: AnyMessage) -> None:
+        """Queue ``message`` for ``message.dst`` without blocking (dropping it is allowed)."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Deliver queued messages until cancelled."""
 
 
 class Unavailable(Exception):
@@ -55,7 +68,7 @@ _ApplyItem = Snapshot | list[Entry] | list[ReadState]
 
 class RaftNode:
     def __init__(
-        self, config: NodeConfig, storage: Storage, transport: Transport, rng: random.Random
+        self, config: NodeConfig, storage: Storage, transport: MessageTransport, rng: random.Random
     ) -> None:
         self.config = config
         self.storage = storage

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 import hypothesis
 import pytest
 import schemathesis
-from schemathesis.generation.case import Case
 
 from raftkv.api.app import create_app
 from raftkv.api.docs import spec_operations
@@ -52,5 +51,5 @@ schema = schemathesis.pytest.from_fixture("live_schema")
 
 @schema.parametrize()
 @hypothesis.settings(max_examples=40, deadline=None, suppress_health_check=list(hypothesis.HealthCheck))
-def test_api_conforms_to_its_spec(case: Case) -> None:
+def test_api_conforms_to_its_spec(case: schemathesis.Case) -> None:  # type: ignore[type-arg]
     case.call_and_validate(timeout=15)

@@ -72,7 +72,7 @@ async def cluster(storages: dict[str, MemoryStorage] | None = None) -> AsyncIter
         for seed, node_id in enumerate(IDS):
             node = RaftNode(
                 make_config(node_id), storages[node_id], LoopbackTransport(net), random.Random(seed)
-            )  # type: ignore[arg-type]
+            )
             net.nodes[node_id] = node
             await nursery.start(node.run)
         yield net
@@ -173,7 +173,7 @@ async def test_snapshots_bound_the_log_and_catch_up_a_lagging_node(
     async with trio.open_nursery() as nursery:
         for seed, node_id in enumerate(IDS):
             config = make_config(node_id, snapshot_entries=10)
-            node = RaftNode(config, MemoryStorage(), LoopbackTransport(net), random.Random(seed))  # type: ignore[arg-type]
+            node = RaftNode(config, MemoryStorage(), LoopbackTransport(net), random.Random(seed))
             net.nodes[node_id] = node
             await nursery.start(node.run)
         leader = await wait_for_leader(net)
