@@ -519,22 +519,8 @@ class Raft:
                 return
             if pr.next > self.log.last_index:
                 return  # nothing new: heartbeats carry the commit index from here
-            prev = pr.next - 1
-            prev_term = self.log.term_at(prev)
-            assert prev_term is not None
             entries = self.log.slice(pr.next, self.config.max_batch_entries, self.config.max_batch_bytes)
-            self._send(
-                AppendEntries(
-                    term=self.term,
-                    src=self.id,
-                    dst=peer,
-                    prev_index=prev,
-                    prev_term=prev_term,
-                    entries=entries,
-                    commit=self.log.committed,
-                    seq=self.seq,
-                )
-            )
+            self._send_entries(peer, pr.next - 1, entries, self.log.committed)
             if pr.state is ProgressState.REPLICATE:
                 pr.next = entries[-1].index + 1
                 pr.inflight.append(entries[-1].index)
@@ -562,20 +548,24 @@ class Raft:
             if pr.stalled_heartbeats >= (patience if pr.state is ProgressState.SNAPSHOT else 1):
                 pr.become_probe(pr.match + 1)
                 pr.stalled_heartbeats = 0
-            prev_term = self.log.term_at(pr.match)
-            prev = pr.match if prev_term is not None else 0  # index 0 matches every log
-            self._send(
-                AppendEntries(
-                    term=self.term,
-                    src=self.id,
-                    dst=peer,
-                    prev_index=prev,
-                    prev_term=prev_term or 0,
-                    entries=(),
-                    commit=min(pr.match, self.log.committed),
-                    seq=self.seq,
-                )
+            anchor = pr.match if self.log.term_at(pr.match) is not None else 0  # index 0 matches every log
+            self._send_entries(peer, anchor, (), min(pr.match, self.log.committed))
+
+    def _send_entries(self, peer: NodeId, prev: int, entries: tuple[Entry, ...], commit: int) -> None:
+        prev_term = self.log.term_at(prev)
+        assert prev_term is not None, f"entry {prev} is compacted"
+        self._send(
+            AppendEntries(
+                term=self.term,
+                src=self.id,
+                dst=peer,
+                prev_index=prev,
+                prev_term=prev_term,
+                entries=entries,
+                commit=commit,
+                seq=self.seq,
             )
+        )
 
     # --- linearizable reads (ReadIndex) ----------------------------------------------------------------
 

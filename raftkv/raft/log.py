@@ -44,7 +44,10 @@ class RaftLog:
         return self.entries[-1].term if self.entries else self.snapshot_term
 
     def term_at(self, index: int) -> int | None:
-        """The term of the entry at ``index``; None if it is compacted away or beyond the end."""
+        """The term of the entry at ``index``; None if it is compacted away or beyond the end. Index 0, before
+        the first entry, has term 0 in every log."""
+        if index == 0:
+            return 0
         if index == self.snapshot_index:
             return self.snapshot_term
         if index < self.snapshot_index or index > self.last_index:
