@@ -52,7 +52,9 @@ async def test_seed_curl_flow_on_every_node(cluster: LocalCluster, http: httpx.A
         url = cluster.client_url(node)
         # Exactly what `curl -X POST localhost:8080/ -d '{"value": "test"}'` sends.
         answer = await http.post(
-            url + "/", content=b'{"value": "test%d"}' % i, headers={"Content-Type": "application/x-www-form-urlencoded"}
+            url + "/",
+            content=b'{"value": "test%d"}' % i,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
         assert answer.status_code == 200, answer.text
         assert answer.json() == {"value": f"test{i}"}
@@ -80,7 +82,9 @@ async def test_follower_forwards_or_redirects_writes(cluster: LocalCluster, http
     assert stale.json()["value"] == "red"
 
 
-async def test_leader_kill_loses_no_acknowledged_write(cluster: LocalCluster, http: httpx.AsyncClient) -> None:
+async def test_leader_kill_loses_no_acknowledged_write(
+    cluster: LocalCluster, http: httpx.AsyncClient
+) -> None:
     old = await cluster.wait_for_leader()
     acknowledged = {}
     for i in range(20):
@@ -120,7 +124,9 @@ async def test_paused_follower_does_not_block_writes(cluster: LocalCluster, http
             await trio.sleep(0.1)
 
 
-async def test_isolated_leader_is_replaced_and_rejoins(cluster: LocalCluster, http: httpx.AsyncClient) -> None:
+async def test_isolated_leader_is_replaced_and_rejoins(
+    cluster: LocalCluster, http: httpx.AsyncClient
+) -> None:
     old = await cluster.wait_for_leader()
     cluster.mesh.isolate(old)
     majority = [n for n in cluster.nodes if n != old]
