@@ -172,7 +172,9 @@ class RaftNode:
         interval = self.config.tick_ms / 1000
         deadline = trio.current_time()
         while True:
-            deadline += interval
+            # After a stall (a paused process, a stalled loop) resume the beat instead of replaying missed
+            # ticks in a burst, which would fire every election timeout at once.
+            deadline = max(deadline + interval, trio.current_time())
             await trio.sleep_until(deadline)
             self.core.tick()
             self._wake()
@@ -254,7 +256,9 @@ class RaftNode:
         applied = self.kv.applied_index
         if applied - self.snapshot_index < self.config.snapshot_entries:
             return
-        snapshot = self.core.compact(applied, self.kv.snapshot())
+        # Serialising a large store takes a while; only this loop changes the store, so a thread can do it.
+        data = await trio.to_thread.run_sync(self.kv.snapshot)
+        snapshot = self.core.compact(applied, data)
         self.snapshot_index = applied
         async with self._storage_lock:
             await trio.to_thread.run_sync(self.storage.save, None, [], snapshot)
