@@ -90,7 +90,7 @@ class RaftNode:
         self._wakeup = trio.Event()
         self._storage_lock = trio.Lock()
         self._proposals: dict[int, _Waiter] = {}
-        self._reads: list[tuple[int, _Waiter]] = []  # confirmed reads waiting for apply to reach their index
+        self._reads: list[tuple[int, _Waiter]] = []  # waiting for the apply loop to reach an index
         self._apply_send, self._apply_recv = trio.open_memory_channel[_ApplyItem](1024)
         self.started = trio.Event()
 
@@ -106,9 +106,11 @@ class RaftNode:
     def is_leader(self) -> bool:
         return self.core.role is Role.LEADER
 
-    def deliver(self, message: AnyMessage) -> None:
-        """A Raft message from a peer (the HTTP handler answers 202 at once; replies travel on their own)."""
-        self.core.step(message)
+    def deliver(self, *messages: AnyMessage) -> None:
+        """Raft messages from a peer, in order (the HTTP handler answers 202 at once; replies travel on
+        their own)."""
+        for message in messages:
+            self.core.step(message)
         self._wake()
 
     async def write(self, command: bytes) -> kv.Result:
@@ -149,10 +151,17 @@ class RaftNode:
             "members": [{"id": i, "url": u, "voter": True} for i, u in sorted(self.config.members.items())],
         }
 
-    @property
-    def ready_to_serve(self) -> bool:
-        """Knows a leader and has applied everything it knows to be committed."""
-        return self.leader is not None and self.kv.applied_index >= self.core.log.committed
+    async def ready_to_serve(self, patience: float = 1.0) -> bool:
+        """Knows a leader and has applied everything it knew to be committed when asked. Entries on their
+        way through the apply loop get ``patience`` seconds; a node replaying a long log gets a no."""
+        if self.leader is None:
+            return False
+        waiter = _Waiter()
+        self._reads.append((self.core.log.committed, waiter))
+        self._release_reads()
+        with trio.move_on_after(patience):
+            await waiter.done.wait()
+        return waiter.done.is_set()
 
     # --- the tasks -------------------------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ the leader's send path (STACK.md, trap 5; measured in the README's Performance s
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -21,7 +20,13 @@ from urllib.parse import urlsplit
 import h11
 import trio
 
-from raftkv.api.models import dump_raft_message, raft_path
+from raftkv.api.models import (
+    MAX_BATCH_MESSAGES,
+    RAFT_BATCH_PATH,
+    dump_raft_batch,
+    dump_raft_message,
+    raft_path,
+)
 from raftkv.raft.types import AnyMessage
 
 log = logging.getLogger(__name__)
@@ -101,12 +106,15 @@ class Transport:
         self._queues = {peer: trio.open_memory_channel[AnyMessage](QUEUE_LIMIT) for peer in peers}
 
     def send(self, message: AnyMessage) -> None:
-        """Queue ``message`` for its destination without blocking; drop it if the queue is full."""
+        """Queue ``message`` for its destination without blocking. A full queue drops it and tells the core,
+        which then stops assuming its pipelined messages arrive."""
         queue = self._queues.get(message.dst)
         if queue is None:
             return
-        with contextlib.suppress(trio.WouldBlock):
+        try:
             queue[0].send_nowait(message)
+        except trio.WouldBlock:
+            self.on_unreachable(message.dst)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -115,13 +123,19 @@ class Transport:
             task_status.started()
 
     async def _sender(self, peer: str, url: str) -> None:
+        """Send what queued up for ``peer``: one message on its own endpoint, several in one batch, so a slow
+        link costs a round trip per batch rather than per message."""
         receive = self._queues[peer][1]
         connection = PeerConnection(url, self.rpc_timeout, self.headers)
         backoff = 0.0
         try:
-            async for message in receive:
+            async for first in receive:
+                batch = [first, *_take_queued(receive, MAX_BATCH_MESSAGES - 1)]
                 try:
-                    status = await connection.post(raft_path(message), dump_raft_message(message))
+                    if len(batch) == 1:
+                        status = await connection.post(raft_path(first), dump_raft_message(first))
+                    else:
+                        status = await connection.post(RAFT_BATCH_PATH, dump_raft_batch(batch))
                     if status >= 300:
                         raise PeerError(f"answered {status}")
                     backoff = 0.0
@@ -133,18 +147,22 @@ class Transport:
                         e,
                     )
                     self.on_unreachable(peer)
-                    _flush(receive)
+                    _take_queued(receive)
                     backoff = min(MAX_BACKOFF, max(0.05, backoff * 2))
                     await trio.sleep(backoff)
-                    _flush(receive)
+                    _take_queued(receive)  # stale by now: the core resends what still matters
         finally:
             await connection.close()
 
 
-def _flush(receive: trio.MemoryReceiveChannel[AnyMessage]) -> None:
-    """Drop what queued up for an unreachable peer: it is stale, and the core resends what matters."""
-    while True:
+def _take_queued(
+    receive: trio.MemoryReceiveChannel[AnyMessage], limit: int = QUEUE_LIMIT
+) -> list[AnyMessage]:
+    """Up to ``limit`` messages already waiting in the queue, without blocking."""
+    taken: list[AnyMessage] = []
+    while len(taken) < limit:
         try:
-            receive.receive_nowait()
+            taken.append(receive.receive_nowait())
         except trio.WouldBlock:
-            return
+            break
+    return taken

@@ -4,6 +4,7 @@ every check, against a live 3-node cluster of real processes (STACK.md: from_asg
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterator
 
 import hypothesis
@@ -26,7 +27,7 @@ def app_operations() -> set[tuple[str, str]]:
     app = create_app(node)
     operations = set()
     for rule in app.url_map.iter_rules():
-        path = rule.rule.replace("<path:", "{").replace("<", "{").replace(">", "}")
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         operations |= {(method, path) for method in rule.methods or () if method not in ("HEAD", "OPTIONS")}
     return operations
 

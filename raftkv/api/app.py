@@ -15,6 +15,7 @@ import httpx
 from pydantic import BaseModel
 from quart import Response, request
 from quart_trio import QuartTrio
+from werkzeug.routing import PathConverter
 
 from raftkv import kv
 from raftkv.api import models
@@ -33,6 +34,7 @@ T = TypeVar("T")
 
 def create_app(node: RaftNode) -> QuartTrio:
     app = QuartTrio(__name__, static_folder=None)
+    app.url_map.converters["key"] = KeyConverter
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024  # snapshots travel in one body
     install_error_handlers(app)
     install_docs(app)
@@ -84,7 +86,7 @@ def create_app(node: RaftNode) -> QuartTrio:
             models.KeyValueList(items=[key_value_model(i) for i in items], revision=node.kv.revision)
         )
 
-    @app.get("/kv/<path:key>")
+    @app.get("/kv/<key:key>")
     async def get_key(key: str) -> Response:
         key = models.parse_key(key)
         query = models.ReadQuery.model_validate(request.args.to_dict())
@@ -108,10 +110,10 @@ def create_app(node: RaftNode) -> QuartTrio:
         result = await router.write(query, command)
         return result if isinstance(result, Response) else write_result_response(result)
 
-    app.put("/kv/<path:key>")(put_key)
-    app.post("/kv/<path:key>")(put_key)
+    app.put("/kv/<key:key>")(put_key)
+    app.post("/kv/<key:key>")(put_key)
 
-    @app.delete("/kv/<path:key>")
+    @app.delete("/kv/<key:key>")
     async def delete_key(key: str) -> Response:
         key = models.parse_key(key)
         query = models.WriteQuery.model_validate(request.args.to_dict())
@@ -130,7 +132,7 @@ def create_app(node: RaftNode) -> QuartTrio:
 
     @app.get("/readyz")
     async def get_readiness() -> Response:
-        if node.ready_to_serve:
+        if await node.ready_to_serve():
             return json_response(models.Health())
         return error_response(
             503, "not ready: no known leader or not caught up", headers={"Retry-After": "1"}
@@ -138,23 +140,36 @@ def create_app(node: RaftNode) -> QuartTrio:
 
     # --- Raft RPCs -------------------------------------------------------------------------------------
 
-    async def raft_message() -> Response:
+    async def raft_messages() -> Response:
+        """One message (on its own endpoint) or a batch: checked whole, then handed to the node in order."""
         if node.config.token and not authorized(node.config.token):
             return error_response(
                 401, "missing or wrong cluster token", headers={"WWW-Authenticate": "Bearer"}
             )
-        message = models.parse_raft_message(await request.get_data(as_text=False), request.path)
-        if message.dst != node.config.id:
-            return error_response(400, f"message for {message.dst!r} reached node {node.config.id!r}")
-        if message.src not in node.config.members:
-            return error_response(400, f"message from unknown node {message.src!r}")
-        node.deliver(message)
+        body = await request.get_data(as_text=False)
+        if request.path == models.RAFT_BATCH_PATH:
+            messages = models.parse_raft_batch(body)
+        else:
+            messages = [models.parse_raft_message(body, request.path)]
+        for message in messages:
+            if message.dst != node.config.id:
+                return error_response(400, f"message for {message.dst!r} reached node {node.config.id!r}")
+            if message.src not in node.config.members:
+                return error_response(400, f"message from unknown node {message.src!r}")
+        node.deliver(*messages)
         return json_response(models.Accepted(), status=202)
 
-    for path in models.RAFT_MODELS_BY_PATH:
-        app.add_url_rule(path, endpoint=path, view_func=raft_message, methods=["POST"])
+    for path in [*models.RAFT_MODELS_BY_PATH, models.RAFT_BATCH_PATH]:
+        app.add_url_rule(path, endpoint=path, view_func=raft_messages, methods=["POST"])
 
     return app
+
+
+class KeyConverter(PathConverter):
+    """A key is any non-empty text, slashes and control characters included (werkzeug's ``path`` stops at a
+    newline); parse_key then enforces the spec's limits with a clear 400."""
+
+    regex = r"[\s\S]+"
 
 
 class LeaderRouter:

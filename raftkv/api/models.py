@@ -416,6 +416,38 @@ _PARSER_BY_PATH = {path: _discriminated(*models) for path, models in RAFT_MODELS
 _ANY_MESSAGE_PARSER = _discriminated(*_MODEL_BY_CORE.values())
 
 
+RAFT_BATCH_PATH = "/raft/messages"
+MAX_BATCH_MESSAGES = 256
+
+RaftMessage = Annotated[
+    RequestVoteModel
+    | RequestVoteReplyModel
+    | AppendEntriesModel
+    | AppendEntriesReplyModel
+    | InstallSnapshotModel
+    | TimeoutNowModel,
+    Field(discriminator="type"),
+]
+
+
+class RaftMessageBatch(_Input):
+    """Several messages from one node to another, in order: what the transport sends when messages queued up
+    while the previous POST was under way, so a slow link costs one round trip per batch, not per message."""
+
+    messages: Annotated[list[RaftMessage], Field(min_length=1, max_length=MAX_BATCH_MESSAGES)]
+
+
+def dump_raft_batch(messages: list[AnyMessage]) -> bytes:
+    """The JSON body of ``POST /raft/messages`` carrying ``messages``."""
+    parts = b",".join(dump_raft_message(message) for message in messages)
+    return b'{"messages":[' + parts + b"]}"
+
+
+def parse_raft_batch(raw: bytes | str) -> list[AnyMessage]:
+    """The messages of a batch body, in order, or ValidationError."""
+    return [model.to_core() for model in RaftMessageBatch.model_validate_json(raw).messages]
+
+
 def raft_path(message: AnyMessage) -> str:
     """The endpoint a message is POSTed to (a reply goes to the same endpoint as its request)."""
     return _PATH_BY_CORE[type(message)]
