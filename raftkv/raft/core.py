@@ -541,11 +541,10 @@ class Raft:
             stalled = pr.match < self.log.last_index and pr.match == pr.match_at_heartbeat
             pr.stalled_heartbeats = pr.stalled_heartbeats + 1 if stalled else 0
             pr.match_at_heartbeat = pr.match
-            # Behind with no progress for a heartbeat interval (a snapshot gets an election timeout): a batch,
-            # probe or snapshot, or its answer, was lost, or the follower restarted. Probe afresh: the reply
-            # to this heartbeat resends from its match point.
-            patience = self.config.election_ticks // self.config.heartbeat_ticks
-            if pr.stalled_heartbeats >= (patience if pr.state is ProgressState.SNAPSHOT else 1):
+            # Behind with no progress for an election timeout: a batch, probe or snapshot, or its answer, was
+            # lost without the driver noticing (it reports the losses it sees: report_unreachable). Probe
+            # afresh: the reply to this heartbeat resends from the match point.
+            if pr.stalled_heartbeats >= self.config.election_ticks // self.config.heartbeat_ticks:
                 pr.become_probe(pr.match + 1)
                 pr.stalled_heartbeats = 0
             anchor = pr.match if self.log.term_at(pr.match) is not None else 0  # index 0 matches every log
