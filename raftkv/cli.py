@@ -80,6 +80,7 @@ async def run_cluster(nodes: int, base_port: int, data_dir: Path) -> None:
     ports = {f"n{i + 1}": base_port + i for i in range(nodes)}
     data_dir.mkdir(parents=True, exist_ok=True)
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
         for node_id, port in ports.items():
             peers = {p: q for p, q in ports.items() if p != node_id}
             log_file = (data_dir / f"{node_id}.log").open("ab")
@@ -88,6 +89,15 @@ async def run_cluster(nodes: int, base_port: int, data_dir: Path) -> None:
         leader = await _wait_for_leader(list(ports.values()))
         print(f"leader: {leader}" if leader else "no leader elected yet: see the logs", flush=True)
         print("Ctrl-C stops the cluster.", flush=True)
+
+
+async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    """Ctrl-C or SIGTERM: cancel the children's tasks, which terminates each node and waits for it."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            print("stopping the cluster", flush=True)
+            scope.cancel()
+            return
 
 
 async def _run_child(command: list[str], log_file: BinaryIO) -> None:
@@ -149,10 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "cluster":
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
-        try:
-            trio.run(run_cluster, args.nodes, args.base_port, args.data_dir)
-        except KeyboardInterrupt:
-            print("cluster stopped")
+        trio.run(run_cluster, args.nodes, args.base_port, args.data_dir)
+        print("cluster stopped")
         return
     names = "id listen url data_dir tick_ms election_ticks heartbeat_ticks snapshot_entries token log_level"
     names += " test_power_loss test_unsafe_local_reads"
