@@ -10,9 +10,9 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(Exception):
@@ -53,9 +53,17 @@ class NodeConfig(BaseModel):
     @classmethod
     def _peer_urls(cls, value: dict[str, str]) -> dict[str, str]:
         for peer, url in value.items():
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"peer {peer}: expected an http(s) URL, got {url!r}")
+            if not url.startswith("http://"):  # the peer transport speaks plain HTTP/1.1
+                raise ValueError(f"peer {peer}: expected an http:// URL, got {url!r}")
         return {peer: url.rstrip("/") for peer, url in value.items()}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.id in self.peers:
+            raise ValueError(f"peers: {self.id!r} is this node's own id")
+        if self.heartbeat_ticks >= self.election_ticks:
+            raise ValueError("heartbeat_ticks must be smaller than election_ticks")
+        return self
 
     @property
     def advertised_url(self) -> str:
@@ -87,6 +95,8 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         if not key.startswith(ENV_PREFIX):
             continue
         name = key[len(ENV_PREFIX) :].lower()
+        if name not in NodeConfig.model_fields:
+            raise ConfigError(f"{key}: no such setting (known: {', '.join(NodeConfig.model_fields)})")
         settings[name] = parse_peers(value.split(",")) if name == "peers" else value
     return settings
 
@@ -106,5 +116,8 @@ def load_config(
     try:
         return NodeConfig(**settings)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc']))}: {err['msg']}" if err["loc"] else err["msg"]
+            for err in e.errors()
+        )
         raise ConfigError(problems) from e

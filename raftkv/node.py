@@ -62,8 +62,13 @@ class _Waiter:
         self.done.set()
 
 
-# What the driver hands the apply loop, in log order.
-_ApplyItem = Snapshot | list[Entry] | list[ReadState]
+@dataclass(frozen=True, slots=True)
+class _ApplyWork:
+    """What one Ready hands the apply loop, to be done in this order."""
+
+    snapshot: Snapshot | None
+    entries: list[Entry]
+    read_states: list[ReadState]
 
 
 class RaftNode:
@@ -86,12 +91,11 @@ class RaftNode:
             state,
             rng,
         )
-        self.snapshot_index = state.snapshot.index if state.snapshot else 0
         self._wakeup = trio.Event()
         self._storage_lock = trio.Lock()
         self._proposals: dict[int, _Waiter] = {}
         self._reads: list[tuple[int, _Waiter]] = []  # waiting for the apply loop to reach an index
-        self._apply_send, self._apply_recv = trio.open_memory_channel[_ApplyItem](1024)
+        self._apply_send, self._apply_recv = trio.open_memory_channel[_ApplyWork](1024)
         self.started = trio.Event()
 
     # --- what the HTTP layer calls ---------------------------------------------------------------------
@@ -119,12 +123,16 @@ class RaftNode:
         Raises NotLeader or Unavailable."""
         index, term = self.core.propose(command)
         waiter = _Waiter(term=term)
+        overwritten = self._proposals.get(index)
+        if overwritten is not None:  # our earlier proposal at this index was truncated by another leader
+            overwritten.finish(error="leadership changed before the write committed; it was not applied")
         self._proposals[index] = waiter
         self._wake()
         try:
             await self._wait(waiter, "the write was not committed in time (it may still be)")
         finally:
-            self._proposals.pop(index, None)
+            if self._proposals.get(index) is waiter:
+                del self._proposals[index]
         assert waiter.result is not None
         return waiter.result
 
@@ -202,21 +210,15 @@ class RaftNode:
                     )
             for message in ready.messages:
                 self.transport.send(message)
-            if ready.snapshot:
-                await self._apply_send.send(ready.snapshot)
-            if ready.committed:
-                await self._apply_send.send(ready.committed)
-            if ready.read_states:
-                await self._apply_send.send(ready.read_states)
+            if ready.snapshot or ready.committed or ready.read_states:
+                await self._apply_send.send(_ApplyWork(ready.snapshot, ready.committed, ready.read_states))
 
     async def _apply_loop(self) -> None:
-        async for item in self._apply_recv:
-            if isinstance(item, Snapshot):
-                self._restore(item)
-            elif item and isinstance(item[0], Entry):
-                self._apply_entries(item)
-            else:
-                self._confirm_reads(item)  # type: ignore[arg-type]
+        async for work in self._apply_recv:
+            if work.snapshot:
+                self._restore(work.snapshot)
+            self._apply_entries(work.entries)
+            self._confirm_reads(work.read_states)
             self._release_reads()
             await self._maybe_snapshot()
 
@@ -237,7 +239,6 @@ class RaftNode:
 
     def _restore(self, snapshot: Snapshot) -> None:
         self.kv = kv.KVStore.restore(snapshot.data)
-        self.snapshot_index = snapshot.index
         for index, waiter in list(self._proposals.items()):
             if index <= snapshot.index:
                 waiter.finish(error="the outcome of the write is unknown (replaced by a snapshot): retry")
@@ -263,12 +264,13 @@ class RaftNode:
     async def _maybe_snapshot(self) -> None:
         """Keep the log bounded: snapshot the store once enough entries were applied since the last one."""
         applied = self.kv.applied_index
-        if applied - self.snapshot_index < self.config.snapshot_entries:
+        if applied - self.core.log.snapshot_index < self.config.snapshot_entries:
             return
         # Serialising a large store takes a while; only this loop changes the store, so a thread can do it.
         data = await trio.to_thread.run_sync(self.kv.snapshot)
+        if applied <= self.core.log.snapshot_index:
+            return  # meanwhile the leader sent a newer snapshot: ours would only be older
         snapshot = self.core.compact(applied, data)
-        self.snapshot_index = applied
         async with self._storage_lock:
             await trio.to_thread.run_sync(self.storage.save, None, [], snapshot)
         log.info("snapshot at index %d (%d bytes)", applied, len(snapshot.data))

@@ -54,9 +54,10 @@ class PeerConnection:
         self.http = h11.Connection(h11.CLIENT)
 
     async def post(self, path: str, body: bytes) -> int:
-        """POST ``body`` and return the answer's status; raises PeerError (and drops the connection)."""
+        """POST ``body`` and return the answer's status; raises PeerError (and drops the connection).
+        Large bodies (snapshots) get a second more per MiB on top of the timeout."""
         try:
-            with trio.fail_after(self.timeout):
+            with trio.fail_after(self.timeout + len(body) / (1 << 20)):
                 return await self._exchange(path, body)
         except (OSError, trio.TooSlowError, trio.BrokenResourceError, h11.ProtocolError) as e:
             await self.close()
@@ -147,7 +148,6 @@ class Transport:
                         e,
                     )
                     self.on_unreachable(peer)
-                    _take_queued(receive)
                     backoff = min(MAX_BACKOFF, max(0.05, backoff * 2))
                     await trio.sleep(backoff)
                     _take_queued(receive)  # stale by now: the core resends what still matters

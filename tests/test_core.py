@@ -495,3 +495,43 @@ def test_read_index_answers_at_the_commit_index_after_a_quorum_round() -> None:
     assert cluster.nodes["n1"].answered_reads == []
     cluster.deliver_all()
     assert cluster.nodes["n1"].answered_reads == [ReadState("r", cluster.raft("n1").log.committed)]
+
+
+def snapshot_to_send(cluster: Cluster) -> None:
+    """n3 crashes and misses entries that n1 then compacts away; n3 restarts and needs n1's snapshot."""
+    cluster.crash("n3")
+    for command in (b"a", b"b", b"c"):
+        cluster.act("n1", partial(Raft.propose, data=command))
+    cluster.deliver_all(lambda m: "n3" not in (m.src, m.dst))
+    cluster.take()
+    cluster.nodes["n1"].compact()
+    cluster.restart("n3")
+    cluster.act("n1", lambda raft: raft.report_unreachable("n3"))  # as the transport would
+
+
+def test_a_snapshot_in_flight_is_not_resent_on_every_heartbeat() -> None:
+    cluster = elected()
+    snapshot_to_send(cluster)
+    held: list[AnyMessage] = []  # n3 is slow to install the snapshot: its first copy is held back
+    for _ in range(cluster.raft("n1").config.election_ticks // 2):
+        cluster.tick("n1")
+        while batch := cluster.take():
+            held += [m for m in batch if isinstance(m, InstallSnapshot)]
+            for message in batch:
+                if not isinstance(message, InstallSnapshot):
+                    cluster.deliver(message)
+    assert len(held) == 1  # heartbeat replies from n3 did not trigger a copy each
+    cluster.deliver(held[0])
+    cluster.deliver_all()
+    assert cluster.nodes["n3"].machine == cluster.nodes["n1"].machine
+
+
+def test_read_rounds_do_not_count_as_a_stalled_follower() -> None:
+    cluster = elected()
+    cluster.act("n1", partial(Raft.propose, data=b"in flight"))
+    in_flight = cluster.take(lambda m: isinstance(m, AppendEntries) and m.dst == "n3" and bool(m.entries))
+    for i in range(3 * cluster.raft("n1").config.election_ticks):  # many read rounds, no tick at all
+        cluster.read("n1", f"r{i}")
+        cluster.deliver_all(lambda m: not (isinstance(m, AppendEntries) and m.dst == "n3" and m.entries))
+    assert cluster.raft("n1").progress["n3"].state.value == "replicate"  # still pipelining to n3
+    assert in_flight

@@ -293,7 +293,6 @@ def test_keys_are_limited_in_utf8_bytes() -> None:
 
 naturals = st.integers(min_value=0, max_value=2**63 - 1)
 node_ids = st.text(min_size=1, max_size=8)
-entries = st.builds(Entry, index=st.integers(1, 2**63 - 1), term=naturals, data=st.none() | st.binary())
 addressing = {"term": naturals, "src": node_ids, "dst": node_ids}
 messages: st.SearchStrategy[AnyMessage] = st.one_of(
     st.builds(
@@ -306,11 +305,20 @@ messages: st.SearchStrategy[AnyMessage] = st.one_of(
     ),
     st.builds(RequestVoteReply, **addressing, granted=st.booleans(), pre_vote=st.booleans()),
     st.builds(
-        AppendEntries,
+        lambda term, src, dst, prev_index, prev_term, data, commit, seq: AppendEntries(
+            term=prev_term + term,
+            src=src,
+            dst=dst,
+            prev_index=prev_index,
+            prev_term=prev_term,
+            entries=tuple(Entry(prev_index + 1 + i, prev_term + term, d) for i, d in enumerate(data)),
+            commit=commit,
+            seq=seq,
+        ),
         **addressing,
         prev_index=naturals,
         prev_term=naturals,
-        entries=st.lists(entries, max_size=4).map(tuple),
+        data=st.lists(st.none() | st.binary(), max_size=4),
         commit=naturals,
         seq=naturals,
     ),
@@ -331,6 +339,14 @@ messages: st.SearchStrategy[AnyMessage] = st.one_of(
     ),
     st.builds(TimeoutNow, **addressing),
 )
+
+
+def test_entries_that_do_not_continue_the_log_are_rejected() -> None:
+    gap = AppendEntries(2, "a", "b", 4, 1, (Entry(5, 2, None), Entry(7, 2, None)), 1)
+    future_term = AppendEntries(2, "a", "b", 4, 1, (Entry(5, 3, None),), 1)
+    for message in (gap, future_term):
+        with pytest.raises(ValidationError):
+            models.parse_raft_message(models.dump_raft_message(message))
 
 
 @given(messages)

@@ -7,6 +7,7 @@ answer, or redirect with ``?redirect=true`` -- as etcd, Consul and rqlite do, so
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ import httpx
 from pydantic import BaseModel
 from quart import Response, request
 from quart_trio import QuartTrio
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import PathConverter
 
 from raftkv import kv
@@ -48,7 +50,8 @@ def create_app(node: RaftNode) -> QuartTrio:
         stalls the next request on a connection whose body was not consumed), and once shutdown began,
         close each connection after its answer (peers keep theirs busy with heartbeats, and the server would
         otherwise wait for them until its graceful timeout)."""
-        await request.get_data()
+        with contextlib.suppress(RequestEntityTooLarge):  # already answered 413; nothing left to drain
+            await request.get_data()
         if app.config.get(DRAINING):
             response.headers["Connection"] = "close"
         return response
@@ -181,7 +184,9 @@ class LeaderRouter:
 
     async def open(self) -> None:
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
-        self.client = httpx.AsyncClient(timeout=self.node.config.request_timeout, limits=limits)
+        # A second more than the leader's own deadline, so its 503 (and its reason) reaches the client.
+        timeout = self.node.config.request_timeout + 1
+        self.client = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
 
     async def close(self) -> None:
         if self.client is not None:

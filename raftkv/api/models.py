@@ -27,6 +27,7 @@ from pydantic import (
     PlainSerializer,
     TypeAdapter,
     WithJsonSchema,
+    model_validator,
 )
 
 from raftkv.raft.types import (
@@ -361,6 +362,15 @@ class AppendEntriesModel(RaftMessageModel):
     entries: tuple[EntryModel, ...]
     commit: NonNegativeInt
     seq: NonNegativeInt = 0
+
+    @model_validator(mode="after")
+    def _entries_follow_prev(self) -> Self:
+        """Entries must continue the log right after ``prev_index``, in order, from no later term than the
+        sender's: anything else is not a message a Raft leader sends, and would corrupt a follower's log."""
+        for offset, entry in enumerate(self.entries):
+            if entry.index != self.prev_index + 1 + offset or not self.prev_term <= entry.term <= self.term:
+                raise ValueError(f"entry {offset} does not continue the log after index {self.prev_index}")
+        return self
 
 
 class AppendEntriesReplyModel(RaftMessageModel):

@@ -179,8 +179,7 @@ class Raft:
             raise NotLeader(self.leader_id)
         if target not in self.progress:
             raise ValueError(f"{target!r} is not a voting peer")
-        self.transfer_target = target
-        self.election_elapsed = 0  # the transfer is abandoned after one election timeout
+        self.transfer_target = target  # abandoned at the next check-quorum boundary if it has not happened
         if self.progress[target].match == self.log.last_index:
             self._send(TimeoutNow(term=self.term, src=self.id, dst=target))
         else:
@@ -376,8 +375,8 @@ class Raft:
             self._maybe_commit()  # followers learn the new commit index with their next batch or heartbeat
             if peer == self.transfer_target and pr.match == self.log.last_index:
                 self._send(TimeoutNow(term=self.term, src=self.id, dst=peer))
-        elif pr.state is not ProgressState.REPLICATE:
-            pr.paused = False
+        elif pr.state is ProgressState.PROBE:
+            pr.paused = False  # a snapshot stays paused: resending it per heartbeat would flood the link
         self._send_append(peer)
 
     def _on_append_reject(self, peer: NodeId, pr: Progress, m: AppendEntriesReply) -> None:
@@ -477,7 +476,21 @@ class Raft:
                 return
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
             self.heartbeat_elapsed = 0
+            self._probe_stalled()
             self._broadcast_heartbeat()
+
+    def _probe_stalled(self) -> None:
+        """Behind with no progress for an election timeout: a batch, probe or snapshot, or its answer, was
+        lost without the driver noticing (it reports the losses it sees: report_unreachable). Probe afresh:
+        the reply to the next heartbeat resends from the match point. Counted in heartbeats of the ticker
+        only, so read rounds (which also send heartbeats) do not hurry it."""
+        for pr in self.progress.values():
+            stalled = pr.match < self.log.last_index and pr.match == pr.match_at_heartbeat
+            pr.stalled_heartbeats = pr.stalled_heartbeats + 1 if stalled else 0
+            pr.match_at_heartbeat = pr.match
+            if pr.stalled_heartbeats >= self.config.election_ticks // self.config.heartbeat_ticks:
+                pr.become_probe(pr.match + 1)
+                pr.stalled_heartbeats = 0
 
     def _quorum_active(self) -> bool:
         active = 1 + sum(pr.recent_active for pr in self.progress.values())
@@ -538,15 +551,6 @@ class Raft:
         """An empty AppendEntries anchored at each follower's known match point: it always passes the
         consistency check, so it never disturbs pipelined batches, and carries the commit index and ``seq``."""
         for peer, pr in self.progress.items():
-            stalled = pr.match < self.log.last_index and pr.match == pr.match_at_heartbeat
-            pr.stalled_heartbeats = pr.stalled_heartbeats + 1 if stalled else 0
-            pr.match_at_heartbeat = pr.match
-            # Behind with no progress for an election timeout: a batch, probe or snapshot, or its answer, was
-            # lost without the driver noticing (it reports the losses it sees: report_unreachable). Probe
-            # afresh: the reply to this heartbeat resends from the match point.
-            if pr.stalled_heartbeats >= self.config.election_ticks // self.config.heartbeat_ticks:
-                pr.become_probe(pr.match + 1)
-                pr.stalled_heartbeats = 0
             anchor = pr.match if self.log.term_at(pr.match) is not None else 0  # index 0 matches every log
             self._send_entries(peer, anchor, (), min(pr.match, self.log.committed))
 
