@@ -142,3 +142,33 @@ async def test_isolated_leader_is_replaced_and_rejoins(
                 assert answer.json()["value"] == "majority"
                 break
             await trio.sleep(0.1)
+
+
+async def last_log_index(cluster: LocalCluster, node: str) -> int:
+    status = await cluster.status(node)
+    assert status is not None
+    return int(status["last_log_index"])
+
+
+async def test_sigterm_answers_the_request_in_flight_then_exits(
+    cluster: LocalCluster, http: httpx.AsyncClient
+) -> None:
+    leader = await cluster.wait_for_leader()
+    cluster.mesh.isolate(leader)  # its write cannot commit: it stays in flight until the request deadline
+    before = await last_log_index(cluster, leader)
+    answers: list[httpx.Response] = []
+
+    async def write() -> None:
+        answers.append(await put(http, cluster.client_url(leader), "in-flight", 1))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(write)
+        with trio.fail_after(5):  # the proposal reached the leader's log: the request is in flight
+            while await last_log_index(cluster, leader) == before:
+                await trio.sleep(0.01)  # nothing to wait on from outside the process: poll /status
+        process = cluster.node(leader).process
+        assert process is not None
+        process.terminate()
+    assert answers[0].status_code == 503 and "error" in answers[0].json()  # answered, not cut off
+    with trio.fail_after(10):
+        assert await process.wait() == 0
