@@ -60,6 +60,25 @@ async def test_a_correct_cluster_survives_each_fault_kind(kind: FaultKind, tmp_p
     assert (tmp_path / "logs" / "n1.log").stat().st_size > 0
 
 
+@pytest.mark.slow
+async def test_frequent_snapshots_survive_kills_and_partitions(tmp_path: Path) -> None:
+    """Snapshots every 20 entries: restarted and cut-off followers catch up by InstallSnapshot, under faults."""
+    config = ChaosConfig(
+        out=tmp_path,
+        nodes=3,
+        duration=RUN_SECONDS,
+        faults=(FaultKind.KILL, FaultKind.PARTITION, FaultKind.POWERLOSS),
+        seed=21,
+        node_args=("--snapshot-entries=20",),
+        recovery=3.0,
+    )
+    report = await run_chaos(config, lambda line: None)
+    assert report.check.verdict == "linearizable", report.table()
+    assert report.lost == [], report.table()
+    logs = "".join(path.read_text() for path in (tmp_path / "logs").glob("*.log"))
+    assert "snapshot at index" in logs and "Traceback" not in logs
+
+
 def test_the_unsafe_reads_seed_isolates_the_leader_first() -> None:
     """Why that seed: the run must hit a partition early, while clients still read from the cut-off node."""
     schedule = plan_faults(
