@@ -176,13 +176,18 @@ def test_a_leader_applies_a_command_only_after_a_quorum_stored_it() -> None:
     assert cluster.raft("n3").log.last_index < index  # one follower was enough
 
 
-def test_a_leader_repairs_a_follower_that_missed_everything() -> None:
-    cluster = elected()
+def crash_n3_while_n1_commits(cluster: Cluster) -> None:
+    """n3 is down while n1 commits three commands with n2; what was on its way to n3 is lost."""
     cluster.crash("n3")
     for command in (b"a", b"b", b"c"):
         cluster.act("n1", partial(Raft.propose, data=command))
     cluster.deliver_all(lambda m: "n3" not in (m.src, m.dst))
     cluster.take()
+
+
+def test_a_leader_repairs_a_follower_that_missed_everything() -> None:
+    cluster = elected()
+    crash_n3_while_n1_commits(cluster)
     cluster.restart("n3")
     catch_up(cluster)
     assert cluster.raft("n3").log.entries == cluster.raft("n1").log.entries
@@ -467,11 +472,7 @@ def test_without_pre_vote_a_rejoining_node_does_disrupt() -> None:
 
 def test_a_follower_far_behind_is_caught_up_by_snapshot() -> None:
     cluster = elected()
-    cluster.crash("n3")
-    for command in (b"a", b"b", b"c"):
-        cluster.act("n1", partial(Raft.propose, data=command))
-    cluster.deliver_all(lambda m: "n3" not in (m.src, m.dst))
-    cluster.take()
+    crash_n3_while_n1_commits(cluster)
     cluster.nodes["n1"].compact()
     cluster.restart("n3")
     sent = catch_up(cluster)
@@ -499,11 +500,7 @@ def test_read_index_answers_at_the_commit_index_after_a_quorum_round() -> None:
 
 def snapshot_to_send(cluster: Cluster) -> None:
     """n3 crashes and misses entries that n1 then compacts away; n3 restarts and needs n1's snapshot."""
-    cluster.crash("n3")
-    for command in (b"a", b"b", b"c"):
-        cluster.act("n1", partial(Raft.propose, data=command))
-    cluster.deliver_all(lambda m: "n3" not in (m.src, m.dst))
-    cluster.take()
+    crash_n3_while_n1_commits(cluster)
     cluster.nodes["n1"].compact()
     cluster.restart("n3")
     cluster.act("n1", lambda raft: raft.report_unreachable("n3"))  # as the transport would
