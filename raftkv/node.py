@@ -96,7 +96,6 @@ class RaftNode:
         self._proposals: dict[int, _Waiter] = {}
         self._reads: list[tuple[int, _Waiter]] = []  # waiting for the apply loop to reach an index
         self._apply_send, self._apply_recv = trio.open_memory_channel[_ApplyWork](1024)
-        self.started = trio.Event()
 
     # --- what the HTTP layer calls ---------------------------------------------------------------------
 
@@ -182,7 +181,6 @@ class RaftNode:
             nursery.start_soon(self._driver)
             nursery.start_soon(self._apply_loop)
             self._wake()
-            self.started.set()
             task_status.started()
 
     async def _ticker(self) -> None:
