@@ -158,17 +158,22 @@ class RaftNode:
             "members": [{"id": i, "url": u, "voter": True} for i, u in sorted(self.config.members.items())],
         }
 
+    async def wait_applied(self, index: int) -> None:
+        """Return once the store has applied the log up to ``index``."""
+        waiter = _Waiter()
+        self._reads.append((index, waiter))
+        self._release_reads()
+        await waiter.done.wait()
+
     async def ready_to_serve(self, patience: float = 1.0) -> bool:
         """Knows a leader and has applied everything it knew to be committed when asked. Entries on their
         way through the apply loop get ``patience`` seconds; a node replaying a long log gets a no."""
         if self.leader is None:
             return False
-        waiter = _Waiter()
-        self._reads.append((self.core.log.committed, waiter))
-        self._release_reads()
         with trio.move_on_after(patience):
-            await waiter.done.wait()
-        return waiter.done.is_set()
+            await self.wait_applied(self.core.log.committed)
+            return True
+        return False
 
     # --- the tasks -------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from history_builders import FAIL, OK, UNKNOWN, cas, read, write
 
 from raftkv.testing.linearizability import (
     Op,
@@ -21,41 +22,7 @@ from raftkv.testing.linearizability import (
     history_to_jsonl,
 )
 
-OK, FAIL, UNKNOWN = Outcome.OK, Outcome.FAIL, Outcome.UNKNOWN
 KINDS: tuple[OpKind, ...] = ("read", "write", "cas")
-
-
-def read(
-    process: int, value: Any, call: float, ret: float | None, outcome: Outcome = OK, key: str = "k"
-) -> Op:
-    return Op(process=process, kind="read", key=key, value=value, call=call, ret=ret, outcome=outcome)
-
-
-def write(
-    process: int, value: Any, call: float, ret: float | None, outcome: Outcome = OK, key: str = "k"
-) -> Op:
-    return Op(process=process, kind="write", key=key, value=value, call=call, ret=ret, outcome=outcome)
-
-
-def cas(
-    process: int,
-    expected: Any,
-    new: Any,
-    call: float,
-    ret: float | None,
-    outcome: Outcome = OK,
-    key: str = "k",
-) -> Op:
-    return Op(
-        process=process,
-        kind="cas",
-        key=key,
-        value=new,
-        expected=expected,
-        call=call,
-        ret=ret,
-        outcome=outcome,
-    )
 
 
 def verdict(history: Sequence[Op]) -> str:

@@ -96,9 +96,9 @@ async def test_elects_a_leader_and_replicates_a_write(autojump_clock: trio.testi
         leader = await wait_for_leader(net)
         result = await leader.write(put("a", 1))
         assert isinstance(result, kv.Ok) and result.value == 1
-        with trio.fail_after(5):
-            while any(n.kv.get("a") is None for n in net.nodes.values()):
-                await trio.sleep(0.05)
+        with trio.fail_after(5):  # followers apply it once a heartbeat brings the commit index
+            for node in net.nodes.values():
+                await node.wait_applied(leader.kv.applied_index)
         assert {n.kv.get("a").value for n in net.nodes.values()} == {1}  # type: ignore[union-attr]
 
 
@@ -124,8 +124,8 @@ async def test_a_cut_off_follower_does_not_stop_writes(autojump_clock: trio.test
         assert net.nodes[stalled].kv.get("k19") is None
         net.cut.clear()
         with trio.fail_after(10):  # it catches up once the link heals
-            while net.nodes[stalled].kv.get("k19") is None:
-                await trio.sleep(0.05)
+            await net.nodes[stalled].wait_applied(leader.kv.applied_index)
+        assert net.nodes[stalled].kv.get("k19") is not None
 
 
 async def test_isolated_leader_steps_down_and_a_new_one_takes_over(
@@ -184,8 +184,8 @@ async def test_snapshots_bound_the_log_and_catch_up_a_lagging_node(
         assert leader.core.log.snapshot_index >= 40 and len(leader.core.log.entries) < 20
         net.cut.clear()
         with trio.fail_after(10):  # only a snapshot can bring it back: the log before it is gone
-            while net.nodes[lagging].kv.get("k49") is None:
-                await trio.sleep(0.05)
+            await net.nodes[lagging].wait_applied(leader.kv.applied_index)
+        assert net.nodes[lagging].kv.get("k49") is not None
         nursery.cancel_scope.cancel()
 
 

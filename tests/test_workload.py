@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from history_builders import FAIL, OK, UNKNOWN, op
 
 from raftkv.testing.linearizability import Op, OpKind, Outcome
 from raftkv.testing.workload import (
@@ -16,31 +17,6 @@ from raftkv.testing.workload import (
     per_second,
     time_to_serve_again,
 )
-
-OK, FAIL, UNKNOWN = Outcome.OK, Outcome.FAIL, Outcome.UNKNOWN
-
-
-def op(
-    kind: OpKind,
-    value: Any,
-    call: float,
-    ret: float | None,
-    outcome: Outcome = OK,
-    *,
-    expected: Any = None,
-    key: str = "k",
-    process: int = 0,
-) -> Op:
-    return Op(
-        process=process,
-        kind=kind,
-        key=key,
-        value=value,
-        expected=expected,
-        call=call,
-        ret=ret,
-        outcome=outcome,
-    )
 
 
 @pytest.mark.parametrize(
