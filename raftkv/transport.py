@@ -20,14 +20,14 @@ from urllib.parse import urlsplit
 import h11
 import trio
 
-from raftkv.api.models import (
+from raftkv.raft.types import AnyMessage
+from raftkv.wire import (
     MAX_BATCH_MESSAGES,
     RAFT_BATCH_PATH,
     dump_raft_batch,
     dump_raft_message,
     raft_path,
 )
-from raftkv.raft.types import AnyMessage
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from quart import request
 from quart_trio import QuartTrio
 from schemathesis.specs.openapi.definitions import OPENAPI_30_VALIDATOR
 
+from raftkv import wire
 from raftkv.api import models
 from raftkv.api.docs import SPEC, install_docs, spec_operations
 from raftkv.api.errors import error_response, install_error_handlers
@@ -158,13 +159,16 @@ def _model_shape(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]
 def _body_models() -> list[type[BaseModel]]:
     public = [
         value
-        for name, value in vars(models).items()
+        for module in (models, wire)
+        for name, value in vars(module).items()
         if isinstance(value, type)
         and issubclass(value, BaseModel)
-        and value.__module__ == models.__name__
+        and value.__module__ == module.__name__
         and not name.startswith("_")
     ]
-    return [m for m in public if m not in PARAMETER_MODELS and m is not models.RaftMessageModel]
+    return [
+        m for m in public if m not in PARAMETER_MODELS and m not in (wire.RaftMessageModel, wire.StrictInput)
+    ]
 
 
 def _title(model: type[BaseModel]) -> str:
@@ -192,11 +196,11 @@ def test_role_enum_matches_the_core() -> None:
     assert COMPONENTS["Role"]["enum"] == [role.value for role in Role]
 
 
-@pytest.mark.parametrize("path", sorted(models.RAFT_MODELS_BY_PATH))
+@pytest.mark.parametrize("path", sorted(wire.RAFT_MODELS_BY_PATH))
 def test_raft_endpoint_takes_the_messages_the_spec_says(path: str) -> None:
     body = SPEC["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
     mapping = _resolve(body)["discriminator"]["mapping"]
-    expected = {m.tag(): f"#/components/schemas/{_title(m)}" for m in models.RAFT_MODELS_BY_PATH[path]}
+    expected = {m.tag(): f"#/components/schemas/{_title(m)}" for m in wire.RAFT_MODELS_BY_PATH[path]}
     assert mapping == expected
 
 
@@ -346,31 +350,31 @@ def test_entries_that_do_not_continue_the_log_are_rejected() -> None:
     future_term = AppendEntries(2, "a", "b", 4, 1, (Entry(5, 3, None),), 1)
     for message in (gap, future_term):
         with pytest.raises(ValidationError):
-            models.parse_raft_message(models.dump_raft_message(message))
+            wire.parse_raft_message(wire.dump_raft_message(message))
 
 
 @given(messages)
 def test_raft_messages_round_trip_through_json(message: AnyMessage) -> None:
-    wire = models.dump_raft_message(message)
-    assert models.parse_raft_message(wire) == message
-    assert models.parse_raft_message(wire, models.raft_path(message)) == message
+    body = wire.dump_raft_message(message)
+    assert wire.parse_raft_message(body) == message
+    assert wire.parse_raft_message(body, wire.raft_path(message)) == message
 
 
 def test_message_bodies_follow_the_spec_names() -> None:
-    wire = json.loads(models.dump_raft_message(AppendEntries(2, "a", "b", 1, 1, (Entry(2, 2, b"\x00"),), 1)))
-    assert wire["type"] == "append_entries"
-    assert wire["entries"] == [{"index": 2, "term": 2, "data": "AA=="}]
+    body = json.loads(wire.dump_raft_message(AppendEntries(2, "a", "b", 1, 1, (Entry(2, 2, b"\x00"),), 1)))
+    assert body["type"] == "append_entries"
+    assert body["entries"] == [{"index": 2, "term": 2, "data": "AA=="}]
 
 
 def test_a_message_posted_to_the_wrong_endpoint_is_rejected() -> None:
-    wire = models.dump_raft_message(TimeoutNow(1, "a", "b"))
+    body = wire.dump_raft_message(TimeoutNow(1, "a", "b"))
     with pytest.raises(ValidationError):
-        models.parse_raft_message(wire, "/raft/append-entries")
+        wire.parse_raft_message(body, "/raft/append-entries")
 
 
 def test_from_core_refuses_another_message() -> None:
     with pytest.raises(TypeError):
-        models.AppendEntriesModel.from_core(TimeoutNow(1, "a", "b"))
+        wire.AppendEntriesModel.from_core(TimeoutNow(1, "a", "b"))
 
 
 json_values = st.recursive(
@@ -379,7 +383,7 @@ json_values = st.recursive(
     max_leaves=8,
 )
 field_names = st.sampled_from(["term", "src", "dst", "entries", "snapshot", "granted", "seq", "data", "x"])
-tags = st.sampled_from([m.tag() for ms in models.RAFT_MODELS_BY_PATH.values() for m in ms])
+tags = st.sampled_from([m.tag() for ms in wire.RAFT_MODELS_BY_PATH.values() for m in ms])
 garbage_messages = st.builds(
     lambda tag, rest: {"type": tag, **rest}, tags, st.dictionaries(field_names, json_values)
 )
@@ -388,7 +392,7 @@ garbage_messages = st.builds(
 @given(st.binary() | garbage_messages.map(lambda d: json.dumps(d).encode()))
 def test_garbage_is_a_validation_error_never_anything_else(raw: bytes) -> None:
     with contextlib.suppress(ValidationError):
-        models.parse_raft_message(raw)
+        wire.parse_raft_message(raw)
 
 
 # --- serving the docs and errors --------------------------------------------------------------------------

@@ -15,9 +15,9 @@ import trio
 from quart import request
 from quart_trio import QuartTrio
 
-from raftkv.api.models import RAFT_BATCH_PATH, parse_raft_batch, parse_raft_message
 from raftkv.raft.types import AnyMessage, TimeoutNow
 from raftkv.transport import QUEUE_LIMIT, Transport
+from raftkv.wire import RAFT_BATCH_PATH, parse_raft_batch, parse_raft_message
 
 
 class PeerStub:

@@ -19,7 +19,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import PathConverter
 
-from raftkv import kv
+from raftkv import kv, wire
 from raftkv.api import models
 from raftkv.api.docs import install_docs
 from raftkv.api.errors import error_response, install_error_handlers
@@ -150,10 +150,10 @@ def create_app(node: RaftNode) -> QuartTrio:
                 401, "missing or wrong cluster token", headers={"WWW-Authenticate": "Bearer"}
             )
         body = await request.get_data(as_text=False)
-        if request.path == models.RAFT_BATCH_PATH:
-            messages = models.parse_raft_batch(body)
+        if request.path == wire.RAFT_BATCH_PATH:
+            messages = wire.parse_raft_batch(body)
         else:
-            messages = [models.parse_raft_message(body, request.path)]
+            messages = [wire.parse_raft_message(body, request.path)]
         for message in messages:
             if message.dst != node.config.id:
                 return error_response(400, f"message for {message.dst!r} reached node {node.config.id!r}")
@@ -162,7 +162,7 @@ def create_app(node: RaftNode) -> QuartTrio:
         node.deliver(*messages)
         return json_response(models.Accepted(), status=202)
 
-    for path in [*models.RAFT_MODELS_BY_PATH, models.RAFT_BATCH_PATH]:
+    for path in [*wire.RAFT_MODELS_BY_PATH, wire.RAFT_BATCH_PATH]:
         app.add_url_rule(path, endpoint=path, view_func=raft_messages, methods=["POST"])
 
     return app
