@@ -5,10 +5,10 @@ BIN := $(VENV)/bin
 
 .PHONY: cluster test lint chaos bench clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml harness/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev]' -e ./harness
 	touch $@
 
 cluster: $(BIN)/.installed  ## a local 3-node cluster on ports 8080-8082 (Ctrl-C stops it)
@@ -18,8 +18,8 @@ test: $(BIN)/.installed  ## the whole test suite
 	$(BIN)/pytest -q
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check raftkv tests tools
-	$(BIN)/ruff format --check raftkv tests tools
+	$(BIN)/ruff check raftkv harness tests tools
+	$(BIN)/ruff format --check raftkv harness tests tools
 	$(BIN)/mypy
 
 chaos: $(BIN)/.installed  ## a chaos run against 5 real nodes

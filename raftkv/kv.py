@@ -19,7 +19,9 @@ import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Final, TypeAlias
+from typing import Any, BinaryIO, Final, TypeAlias
+
+from raftkv.machine import SnapshotWriter
 
 JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
 
@@ -176,6 +178,14 @@ def encode_command(command: Command) -> bytes:
     if _nesting_exceeds(data, MAX_COMMAND_NESTING):
         raise CommandEncodeError(f"value nested deeper than {MAX_COMMAND_NESTING - 1} levels")
     return data
+
+
+def value_size(value: JSONValue) -> int:
+    """Bytes of ``value`` as compact JSON: what a value limit counts (raises CommandEncodeError if not JSON)."""
+    try:
+        return len(_dump_json(value, "strict"))
+    except (TypeError, ValueError, RecursionError) as error:
+        raise CommandEncodeError(f"cannot encode the value: {error}") from None
 
 
 def decode_command(data: bytes) -> Command:
@@ -400,24 +410,31 @@ class KVStore:
             end = min(end, start + limit)
         return [self._entries[key] for key in self._sorted_keys[start:end]]
 
-    def snapshot(self) -> bytes:
-        """The whole state as bytes; equal states give equal bytes, so replicas can be compared by snapshot."""
-        state: dict[str, JSONValue] = {
+    def snapshot(self) -> SnapshotWriter:
+        """Capture the state now (shallow copies: every ``KeyValue`` and result is immutable) and return the
+        writer of its bytes; equal states write equal bytes, so replicas can be compared by snapshot."""
+        state: dict[str, Any] = {
             "format": _SNAPSHOT_FORMAT,
             "applied_index": self._applied_index,
             "revision": self._revision,
             "idempotency_capacity": self._idempotency_capacity,
-            "keys": [_key_value_to_json(self._entries[key]) for key in self._sorted_keys],
-            "idempotency": [[key, _result_to_json(result)] for key, result in self._idempotency.items()],
+            "keys": [self._entries[key] for key in self._sorted_keys],
+            "idempotency": list(self._idempotency.items()),
         }
-        # Values decoded from "\ud800" escapes may hold lone surrogates: carry them through, losslessly.
-        return _dump_json(state, "surrogatepass")
 
-    @classmethod
-    def restore(cls, data: bytes) -> KVStore:
-        """The store ``snapshot`` was taken of; it then applies the entries after its ``applied_index``."""
+        def write(out: BinaryIO) -> None:
+            state["keys"] = [_key_value_to_json(kv) for kv in state["keys"]]
+            state["idempotency"] = [[key, _result_to_json(result)] for key, result in state["idempotency"]]
+            # Values decoded from "\ud800" escapes may hold lone surrogates: carry them through, losslessly.
+            out.write(_dump_json(state, "surrogatepass"))
+
+        return write
+
+    def restore(self, data: BinaryIO) -> None:
+        """Become the store a snapshot was written of; it then applies the entries after its
+        ``applied_index``. Raises SnapshotDecodeError, changing nothing, on anything else."""
         try:
-            state = _load_json(data, _SNAPSHOT_NESTING, "surrogatepass")
+            state = _load_json(data.read(), _SNAPSHOT_NESTING, "surrogatepass")
         except ValueError as error:
             raise SnapshotDecodeError(f"not a snapshot: {error}") from None
         match state:
@@ -432,23 +449,25 @@ class KVStore:
                 pass
             case _:
                 raise SnapshotDecodeError("not a snapshot of this format")
-        store = cls(capacity)
-        store._applied_index = applied_index
-        store._revision = revision
         entries = [_key_value_from_json(item) for item in keys]
-        store._sorted_keys = [kv.key for kv in entries]
-        if any(a >= b for a, b in itertools.pairwise(store._sorted_keys)):
+        sorted_keys = [kv.key for kv in entries]
+        if any(a >= b for a, b in itertools.pairwise(sorted_keys)):
             raise SnapshotDecodeError("snapshot keys are not strictly ascending")
-        store._entries = {kv.key: kv for kv in entries}
+        table: OrderedDict[str, WriteResult] = OrderedDict()
         for item in idempotency:
             match item:
                 case [str(key), result]:
-                    store._idempotency[key] = _result_from_json(result)
+                    table[key] = _result_from_json(result)
                 case _:
                     raise SnapshotDecodeError(f"bad idempotency entry: {item!r:.100}")
-        if len(store._idempotency) != len(idempotency) or len(idempotency) > capacity:
+        if len(table) != len(idempotency) or len(idempotency) > capacity:
             raise SnapshotDecodeError("idempotency table has duplicates or exceeds its capacity")
-        return store
+        self._idempotency_capacity, self._applied_index, self._revision = capacity, applied_index, revision
+        self._entries, self._sorted_keys, self._idempotency = (
+            {kv.key: kv for kv in entries},
+            sorted_keys,
+            table,
+        )
 
     def _execute(self, command: Command) -> WriteResult:
         current = self._entries.get(command.key)

@@ -15,16 +15,17 @@ so everything that arrives while one batch is being fsynced shares the next batc
 
 from __future__ import annotations
 
+import io
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import trio
 
-from raftkv import kv
 from raftkv.config import NodeConfig
+from raftkv.machine import SnapshotWriter, StateMachine
 from raftkv.raft.core import Config, NotLeader, Raft
 from raftkv.raft.types import AnyMessage, Entry, ReadState, Role, Snapshot
 from raftkv.storage import Storage
@@ -54,10 +55,10 @@ class _Waiter:
 
     term: int = 0
     done: trio.Event = field(default_factory=trio.Event)
-    result: kv.Result | None = None
+    result: object = None
     error: str | None = None
 
-    def finish(self, result: kv.Result | None = None, error: str | None = None) -> None:
+    def finish(self, result: object = None, error: str | None = None) -> None:
         self.result, self.error = result, error
         self.done.set()
 
@@ -71,15 +72,33 @@ class _ApplyWork:
     read_states: list[ReadState]
 
 
-class RaftNode:
+M = TypeVar("M", bound=StateMachine)
+T = TypeVar("T")
+RunBlocking = Callable[..., Awaitable[Any]]
+"""How the node runs blocking disk and CPU work: in a worker thread (``trio.to_thread.run_sync``); tests on a
+mock clock run it inline so virtual time cannot move while it runs."""
+
+
+class RaftNode(Generic[M]):
+    """One replica of the state machine ``new_machine`` builds (fresh, or to restore a snapshot into)."""
+
     def __init__(
-        self, config: NodeConfig, storage: Storage, transport: MessageTransport, rng: random.Random
+        self,
+        config: NodeConfig,
+        storage: Storage,
+        transport: MessageTransport,
+        rng: random.Random,
+        new_machine: Callable[[], M],
+        run_blocking: RunBlocking = trio.to_thread.run_sync,
     ) -> None:
         self.config = config
         self.storage = storage
         self.transport = transport
+        self.new_machine = new_machine
+        self._run_blocking = run_blocking
         state = storage.load()
-        self.kv = kv.KVStore.restore(state.snapshot.data) if state.snapshot else kv.KVStore()
+        self._initial_snapshot = state.snapshot
+        self.machine = new_machine()
         self.core = Raft(
             Config(
                 id=config.id,
@@ -92,6 +111,7 @@ class RaftNode:
             rng,
         )
         self._wakeup = trio.Event()
+        self._changed = trio.Event()
         self._storage_lock = trio.Lock()
         self._proposals: dict[int, _Waiter] = {}
         self._reads: list[tuple[int, _Waiter]] = []  # waiting for the apply loop to reach an index
@@ -116,8 +136,8 @@ class RaftNode:
             self.core.step(message)
         self._wake()
 
-    async def write(self, command: bytes) -> kv.Result:
-        """Replicate an encoded command and return its outcome once applied here.
+    async def write(self, command: bytes) -> object:
+        """Replicate an encoded command and return the state machine's outcome once applied here.
 
         Raises NotLeader or Unavailable."""
         index, term = self.core.propose(command)
@@ -132,13 +152,10 @@ class RaftNode:
         finally:
             if self._proposals.get(index) is waiter:
                 del self._proposals[index]
-        assert waiter.result is not None
         return waiter.result
 
     async def read_barrier(self) -> None:
         """Return once a read of the local store is linearizable (ReadIndex, §6.4 of the Raft thesis)."""
-        if self.config.test_unsafe_local_reads:
-            return
         waiter = _Waiter()
         self.core.read_index(waiter)
         self._wake()
@@ -152,11 +169,16 @@ class RaftNode:
             "term": self.core.term,
             "leader": {"id": leader[0], "url": leader[1]} if leader else None,
             "commit_index": self.core.log.committed,
-            "last_applied": self.kv.applied_index,
+            "last_applied": self.machine.applied_index,
             "last_log_index": self.core.log.last_index,
             "snapshot_index": self.core.log.snapshot_index,
             "members": [{"id": i, "url": u, "voter": True} for i, u in sorted(self.config.members.items())],
+            "insecure": self.config.cluster_token is None,
         }
+
+    async def changed(self) -> None:
+        """Return once the node has next handled a tick, a message or a call (its state may have changed)."""
+        await self._changed.wait()
 
     async def wait_applied(self, index: int) -> None:
         """Return once the store has applied the log up to ``index``."""
@@ -179,6 +201,9 @@ class RaftNode:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled; every task of the node lives in this nursery."""
+        if self._initial_snapshot is not None:
+            await self._restore(self._initial_snapshot)
+            self._initial_snapshot = None
         async with trio.open_nursery() as nursery:
             self.transport.on_unreachable = self._peer_unreachable
             await nursery.start(self.transport.run)
@@ -203,12 +228,14 @@ class RaftNode:
         while True:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
+            self._changed.set()
+            self._changed = trio.Event()
             ready = self.core.ready()
             if not ready:
                 continue
             if ready.hard_state or ready.entries or ready.snapshot:
                 async with self._storage_lock:
-                    await trio.to_thread.run_sync(
+                    await self._run_blocking(
                         self.storage.save, ready.hard_state, ready.entries, ready.snapshot
                     )
             for message in ready.messages:
@@ -219,7 +246,8 @@ class RaftNode:
     async def _apply_loop(self) -> None:
         async for work in self._apply_recv:
             if work.snapshot:
-                self._restore(work.snapshot)
+                await self._restore(work.snapshot)
+                self._fail_proposals_up_to(work.snapshot.index)
             self._apply_entries(work.entries)
             self._confirm_reads(work.read_states)
             self._release_reads()
@@ -229,21 +257,27 @@ class RaftNode:
 
     def _apply_entries(self, entries: list[Entry]) -> None:
         for entry in entries:
-            if entry.index <= self.kv.applied_index:
+            if entry.index <= self.machine.applied_index:
                 continue  # covered by a snapshot restored meanwhile
-            result = self.kv.apply(entry.index, entry.data)
+            result = self.machine.apply(entry.index, entry.data)
             waiter = self._proposals.get(entry.index)
             if waiter is None:
                 continue
-            if waiter.term == entry.term and result is not None:
+            if waiter.term == entry.term and entry.data is not None:
                 waiter.finish(result)
             else:
                 waiter.finish(error="leadership changed before the write committed; it was not applied")
 
-    def _restore(self, snapshot: Snapshot) -> None:
-        self.kv = kv.KVStore.restore(snapshot.data)
-        for index, waiter in list(self._proposals.items()):
-            if index <= snapshot.index:
+    async def _restore(self, snapshot: Snapshot) -> None:
+        """Rebuild the machine from a snapshot in a worker thread (a large one takes seconds), then swap it in:
+        readers keep seeing the old state until the new one is whole."""
+        machine = self.new_machine()
+        await self._run_blocking(machine.restore, io.BytesIO(snapshot.data))
+        self.machine = machine
+
+    def _fail_proposals_up_to(self, index: int) -> None:
+        for proposed_at, waiter in list(self._proposals.items()):
+            if proposed_at <= index:
                 waiter.finish(error="the outcome of the write is unknown (replaced by a snapshot): retry")
 
     def _confirm_reads(self, states: list[ReadState]) -> None:
@@ -255,7 +289,7 @@ class RaftNode:
                 self._reads.append((state.index, state.ctx))
 
     def _release_reads(self) -> None:
-        applied = self.kv.applied_index
+        applied = self.machine.applied_index
         still_waiting = []
         for index, waiter in self._reads:
             if index <= applied:
@@ -266,16 +300,16 @@ class RaftNode:
 
     async def _maybe_snapshot(self) -> None:
         """Keep the log bounded: snapshot the store once enough entries were applied since the last one."""
-        applied = self.kv.applied_index
+        applied = self.machine.applied_index
         if applied - self.core.log.snapshot_index < self.config.snapshot_entries:
             return
-        # Serialising a large store takes a while; only this loop changes the store, so a thread can do it.
-        data = await trio.to_thread.run_sync(self.kv.snapshot)
+        # The capture is cheap; writing it out takes a while, so a worker thread does that.
+        data: bytes = await self._run_blocking(_written, self.machine.snapshot())
         if applied <= self.core.log.snapshot_index:
             return  # meanwhile the leader sent a newer snapshot: ours would only be older
         snapshot = self.core.compact(applied, data)
         async with self._storage_lock:
-            await trio.to_thread.run_sync(self.storage.save, None, [], snapshot)
+            await self._run_blocking(self.storage.save, None, [], snapshot)
         log.info("snapshot at index %d (%d bytes)", applied, len(snapshot.data))
 
     # --- small helpers ---------------------------------------------------------------------------------
@@ -294,6 +328,12 @@ class RaftNode:
             raise Unavailable(timeout_message)
         if waiter.error is not None:
             raise Unavailable(waiter.error)
+
+
+def _written(writer: SnapshotWriter) -> bytes:
+    out = io.BytesIO()
+    writer(out)
+    return out.getvalue()
 
 
 __all__ = ["NotLeader", "RaftNode", "Unavailable"]

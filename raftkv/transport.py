@@ -8,12 +8,13 @@ never delays the other peers.
 
 The HTTP client is a few lines of h11 on a Trio stream rather than httpx: a sender needs one connection and
 only the status of each answer, and httpx's pool machinery cost more CPU per message than everything else on
-the leader's send path (STACK.md, trap 5; measured in the README's Performance section).
+the leader's send path (measured in the README's Performance section).
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -31,7 +32,9 @@ from raftkv.wire import (
 
 log = logging.getLogger(__name__)
 
-QUEUE_LIMIT = 512
+DEFAULT_PORTS = {"http": 80, "https": 443}
+QUEUE_LIMIT = 512  # messages waiting per peer; more are dropped (the core resends what matters)
+RECEIVE_BYTES = 65536  # one read of an answer: a status line and a few headers fit many times over
 MAX_BACKOFF = 1.0
 
 
@@ -42,15 +45,16 @@ class PeerError(Exception):
 class PeerConnection:
     """One keep-alive HTTP/1.1 connection to a peer, reopened on demand after any failure."""
 
-    def __init__(self, url: str, timeout: float, headers: dict[str, str]) -> None:
+    def __init__(self, url: str, timeout: float, headers: dict[str, str], tls: ssl.SSLContext | None) -> None:
         parts = urlsplit(url)
-        if parts.scheme != "http" or parts.hostname is None:
-            raise ValueError(f"peer URL must be http://HOST[:PORT], got {url!r}")
-        self.host, self.port = parts.hostname, parts.port or 80
+        if parts.scheme not in DEFAULT_PORTS or parts.hostname is None:
+            raise ValueError(f"peer URL must be http(s)://HOST[:PORT], got {url!r}")
+        self.host, self.port = parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme]
+        self.tls = (tls or ssl.create_default_context()) if parts.scheme == "https" else None
         self.prefix = parts.path.rstrip("/")
         self.timeout = timeout
         self.headers = [("Host", parts.netloc), *headers.items()]
-        self.stream: trio.SocketStream | None = None
+        self.stream: trio.abc.Stream | None = None
         self.http = h11.Connection(h11.CLIENT)
 
     async def post(self, path: str, body: bytes) -> int:
@@ -65,7 +69,10 @@ class PeerConnection:
 
     async def _exchange(self, path: str, body: bytes) -> int:
         if self.stream is None:
-            self.stream = await trio.open_tcp_stream(self.host, self.port)
+            if self.tls is None:
+                self.stream = await trio.open_tcp_stream(self.host, self.port)
+            else:
+                self.stream = await trio.open_ssl_over_tcp_stream(self.host, self.port, ssl_context=self.tls)
             self.http = h11.Connection(h11.CLIENT)
         headers = [*self.headers, ("Content-Length", str(len(body)))]
         request = h11.Request(method="POST", target=self.prefix + path, headers=headers)
@@ -76,7 +83,7 @@ class PeerConnection:
         while True:
             event = self.http.next_event()
             if event is h11.NEED_DATA:
-                self.http.receive_data(await self.stream.receive_some(65536))
+                self.http.receive_data(bytes(await self.stream.receive_some(RECEIVE_BYTES)))
             elif isinstance(event, h11.Response):
                 status = event.status_code
             elif isinstance(event, h11.EndOfMessage):
@@ -97,9 +104,16 @@ class PeerConnection:
 
 
 class Transport:
-    def __init__(self, peers: dict[str, str], rpc_timeout: float, token: str | None = None) -> None:
+    def __init__(
+        self,
+        peers: dict[str, str],
+        rpc_timeout: float,
+        token: str | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.peers = peers
         self.rpc_timeout = rpc_timeout
+        self.tls = tls
         self.headers = {"Content-Type": "application/json"}
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
@@ -127,7 +141,7 @@ class Transport:
         """Send what queued up for ``peer``: one message on its own endpoint, several in one batch, so a slow
         link costs a round trip per batch rather than per message."""
         receive = self._queues[peer][1]
-        connection = PeerConnection(url, self.rpc_timeout, self.headers)
+        connection = PeerConnection(url, self.rpc_timeout, self.headers, self.tls)
         backoff = 0.0
         try:
             async for first in receive:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from raftkv.testing.linearizability import Op, OpKind, Outcome
+from raftkv_harness.linearizability import Op, OpKind, Outcome
 
 OK, FAIL, UNKNOWN = Outcome.OK, Outcome.FAIL, Outcome.UNKNOWN
 

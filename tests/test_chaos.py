@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from raftkv.testing.chaos import EXIT_VIOLATION, ChaosConfig, LeaderLog, fault_reports, run_chaos
-from raftkv.testing.cluster import LocalCluster
-from raftkv.testing.linearizability import Op, Outcome, history_from_jsonl
-from raftkv.testing.nemesis import FaultKind, NemesisEvent, NemesisTiming, plan_faults
+from raftkv_harness.chaos import EXIT_VIOLATION, ChaosConfig, LeaderLog, fault_reports, run_chaos
+from raftkv_harness.cluster import LocalCluster
+from raftkv_harness.linearizability import Op, Outcome, history_from_jsonl
+from raftkv_harness.nemesis import FaultKind, NemesisEvent, NemesisTiming, plan_faults
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
 RUN_SECONDS = 20.0
@@ -90,7 +90,7 @@ def test_the_unsafe_reads_seed_isolates_the_leader_first() -> None:
 
 @pytest.mark.slow
 async def test_the_command_flags_a_node_that_serves_reads_without_read_index(tmp_path: Path) -> None:
-    """``--test-unsafe-local-reads`` makes every node answer reads from its own state: a follower, or a leader
+    """``--unsafe-local-reads`` makes every node answer reads from its own state: a follower, or a leader
     cut off from the majority, serves values that acknowledged writes have overwritten."""
     out = tmp_path / "out"
     command = [
@@ -100,7 +100,7 @@ async def test_the_command_flags_a_node_that_serves_reads_without_read_index(tmp
         "--time=10",
         "--faults=partition",
         f"--seed={UNSAFE_READS_SEED}",
-        "--node-arg=--test-unsafe-local-reads",
+        "--unsafe-local-reads",
         f"--out={out}",
     ]
     finished = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)

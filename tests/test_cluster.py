@@ -1,6 +1,6 @@
 """Real node processes on loopback: the seed's curl flow, forwarding and redirects, kill -9, pause, partition.
 
-Peers reach each other through the harness's TCP proxies (raftkv.testing), so partitions cut real traffic.
+Peers reach each other through the harness's TCP proxies (raftkv_harness), so partitions cut real traffic.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import httpx
 import pytest
 import trio
 
-from raftkv.testing.cluster import LocalCluster
+from raftkv_harness.cluster import LocalCluster
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 

@@ -12,8 +12,8 @@ import pytest
 import trio
 import trio.testing
 
-from raftkv.testing.cluster import LocalCluster
-from raftkv.testing.nemesis import (
+from raftkv_harness.cluster import LocalCluster
+from raftkv_harness.nemesis import (
     NETDELAY_VARIANTS,
     PARTITION_VARIANTS,
     ClusterControl,
@@ -22,7 +22,7 @@ from raftkv.testing.nemesis import (
     Nemesis,
     parse_fault_kinds,
 )
-from raftkv.testing.proxy import BlockMode, Link
+from raftkv_harness.proxy import BlockMode, Link
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 

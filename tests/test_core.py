@@ -100,7 +100,7 @@ def test_committed_entries_are_applied_once_in_order() -> None:
         cluster.act("n1", partial(Raft.propose, data=command))
     settle(cluster)
     machines = [node.machine for node in cluster.nodes.values()]
-    assert {machine.applied for machine in machines} == {3}
+    assert {machine.applied_index for machine in machines} == {3}
     assert len({machine.digest for machine in machines}) == 1
     assert cluster.checker.commands[1:] == [None, b"a", b"b"]
 
@@ -170,9 +170,9 @@ def test_a_candidate_that_times_out_starts_a_new_election() -> None:
 def test_a_leader_applies_a_command_only_after_a_quorum_stored_it() -> None:
     cluster = elected()
     index, _ = cluster.act("n1", lambda raft: raft.propose(b"x"))
-    assert cluster.nodes["n1"].machine.applied < index
+    assert cluster.nodes["n1"].machine.applied_index < index
     cluster.deliver_all(lambda m: m.dst == "n2" or m.src == "n2")
-    assert cluster.nodes["n1"].machine.applied == index
+    assert cluster.nodes["n1"].machine.applied_index == index
     assert cluster.raft("n3").log.last_index < index  # one follower was enough
 
 

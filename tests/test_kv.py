@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from collections.abc import Callable
@@ -34,6 +35,18 @@ from raftkv.kv import (
 )
 
 
+def snapshot_of(store: KVStore) -> bytes:
+    out = io.BytesIO()
+    store.snapshot()(out)
+    return out.getvalue()
+
+
+def restored(data: bytes) -> KVStore:
+    store = KVStore()
+    store.restore(io.BytesIO(data))
+    return store
+
+
 def run(store: KVStore, *commands: Command) -> list[Result | None]:
     """Apply commands at the next indices, as the apply loop would."""
     return [store.apply(store.applied_index + 1, encode_command(command)) for command in commands]
@@ -41,9 +54,9 @@ def run(store: KVStore, *commands: Command) -> list[Result | None]:
 
 def assert_only_index_advanced(store: KVStore, before: bytes) -> None:
     """``store`` is the state ``before`` plus a no-op: nothing but ``applied_index`` changed."""
-    expected = KVStore.restore(before)
+    expected = restored(before)
     expected.apply(store.applied_index, None)
-    assert store.snapshot() == expected.snapshot()
+    assert snapshot_of(store) == snapshot_of(expected)
 
 
 def store_with(*commands: Command, capacity: int = 10) -> KVStore:
@@ -130,7 +143,7 @@ def test_garbage_does_not_decode(data: bytes) -> None:
 @pytest.mark.parametrize("data", GARBAGE, ids=short_id)
 def test_garbage_entry_changes_nothing_but_the_applied_index(data: bytes) -> None:
     store = store_with(Put("k", 1), Put("j", [1]), Put("k", 2, idempotency_key="i"))
-    before = store.snapshot()
+    before = snapshot_of(store)
 
     result = store.apply(4, data)
 
@@ -249,7 +262,7 @@ EXISTING = KeyValue("k", None, create_revision=1, mod_revision=2, version=2)
 )
 def test_preconditions(command: Command, succeeds: bool) -> None:
     store = store_with(Put("k", "old"), Put("k", None))
-    before = store.snapshot()
+    before = snapshot_of(store)
     [result] = run(store, command)
     if succeeds:
         assert isinstance(result, (Ok, Deleted))
@@ -387,15 +400,15 @@ def test_oldest_idempotency_key_is_evicted_first() -> None:
 
 def test_idempotency_table_and_its_order_survive_a_snapshot() -> None:
     store = store_with(*[Put(f"k{n}", n, idempotency_key=f"i{n}") for n in range(3)], capacity=3)
-    restored = KVStore.restore(store.snapshot())
-    assert restored.idempotency_capacity == 3
-    for replica in (store, restored):
+    copy = restored(snapshot_of(store))
+    assert copy.idempotency_capacity == 3
+    for replica in (store, copy):
         assert run(replica, Put("k3", 3, idempotency_key="i3"), Put("k0", 0, idempotency_key="i0")) == [
             Ok("k3", 3, 4),
             Ok("k0", 0, 5),
         ]
         assert run(replica, Put("k2", 0, idempotency_key="i2")) == [Ok("k2", 2, 3)]
-    assert restored.snapshot() == store.snapshot()
+    assert snapshot_of(copy) == snapshot_of(store)
 
 
 # --- snapshots and determinism --------------------------------------------------------------------------
@@ -447,13 +460,13 @@ def test_restore_midway_then_apply_the_rest_equals_applying_everything(seed: int
 
     first_half = KVStore(idempotency_capacity=8)
     apply_all(first_half, history[:split])
-    restored = KVStore.restore(first_half.snapshot())
-    assert restored.snapshot() == first_half.snapshot()
-    assert apply_all(restored, history[split:]) == whole_results[split:]
+    copy = restored(snapshot_of(first_half))
+    assert snapshot_of(copy) == snapshot_of(first_half)
+    assert apply_all(copy, history[split:]) == whole_results[split:]
 
-    assert restored.snapshot() == whole.snapshot()
-    assert restored.range() == whole.range()
-    assert (restored.revision, restored.applied_index) == (whole.revision, whole.applied_index)
+    assert snapshot_of(copy) == snapshot_of(whole)
+    assert copy.range() == whole.range()
+    assert (copy.revision, copy.applied_index) == (whole.revision, whole.applied_index)
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -478,14 +491,14 @@ def test_equal_states_give_equal_snapshot_bytes() -> None:
     one, two = KVStore(idempotency_capacity=8), KVStore(idempotency_capacity=8)
     apply_all(one, history)
     apply_all(two, history)
-    assert one.snapshot() == two.snapshot()
-    assert KVStore.restore(one.snapshot()).snapshot() == one.snapshot()
+    assert snapshot_of(one) == snapshot_of(two)
+    assert snapshot_of(restored(snapshot_of(one))) == snapshot_of(one)
 
 
 def test_object_member_order_survives_a_snapshot() -> None:
     store = store_with(Put("k", {"z": 1, "a": 2}))
-    restored = KVStore.restore(store.snapshot())
-    value = restored.get("k")
+    copy = restored(snapshot_of(store))
+    value = copy.get("k")
     assert value is not None and isinstance(value.value, dict)
     assert list(value.value) == ["z", "a"]
 
@@ -493,7 +506,7 @@ def test_object_member_order_survives_a_snapshot() -> None:
 def test_lone_surrogates_from_escapes_survive_a_snapshot() -> None:
     store = KVStore()
     assert store.apply(1, b'{"op":"put","key":"k","value":"\\ud800"}') == Ok("k", "\ud800", 1)
-    assert KVStore.restore(store.snapshot()).get("k") == KeyValue("k", "\ud800", 1, 1, 1)
+    assert restored(snapshot_of(store)).get("k") == KeyValue("k", "\ud800", 1, 1, 1)
 
 
 @pytest.mark.parametrize(
@@ -514,4 +527,4 @@ def test_lone_surrogates_from_escapes_survive_a_snapshot() -> None:
 )
 def test_restore_rejects_what_snapshot_did_not_write(data: bytes) -> None:
     with pytest.raises(SnapshotDecodeError):
-        KVStore.restore(data)
+        restored(data)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from history_builders import FAIL, OK, UNKNOWN, cas, read, write
 
-from raftkv.testing.linearizability import (
+from raftkv_harness.linearizability import (
     Op,
     OpKind,
     Outcome,

@@ -7,10 +7,11 @@ enough to assert on; the real-process tests in test_cluster.py cover HTTP and th
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
 
 import pytest
 import trio
@@ -18,24 +19,31 @@ import trio.testing
 
 from raftkv import kv
 from raftkv.config import NodeConfig
+from raftkv.machine import SnapshotWriter, StateMachine
 from raftkv.node import NotLeader, RaftNode, Unavailable
 from raftkv.raft.types import AnyMessage, AppendEntries, Entry, HardState, Snapshot
 from raftkv.storage import MemoryStorage
 
 IDS = ("n1", "n2", "n3")
+T = TypeVar("T")
+Node = RaftNode[Any]
 
 
 @pytest.fixture
 def autojump_clock() -> trio.testing.MockClock:
-    # A small real-time threshold, so the clock does not leap while a storage thread is busy.
-    return trio.testing.MockClock(autojump_threshold=0.005)
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+async def inline(function: Callable[..., T], *args: object) -> T:
+    """Blocking work run in the loop's own thread, so virtual time cannot jump while a save is under way."""
+    return function(*args)
 
 
 @dataclass
 class LoopbackNet:
     """Delivers messages between in-process nodes; ``cut`` nodes neither send nor receive."""
 
-    nodes: dict[str, RaftNode] = field(default_factory=dict)
+    nodes: dict[str, Node] = field(default_factory=dict)
     cut: set[str] = field(default_factory=set)
     sent: list[AnyMessage] = field(default_factory=list)
 
@@ -58,33 +66,65 @@ class LoopbackTransport:
         task_status.started()
 
 
+def make_node(
+    config: NodeConfig,
+    storage: MemoryStorage,
+    net: LoopbackNet,
+    seed: int,
+    new_machine: Callable[[], StateMachine] = kv.KVStore,
+) -> Node:
+    return RaftNode(config, storage, LoopbackTransport(net), random.Random(seed), new_machine, inline)
+
+
 def make_config(node_id: str, **overrides: object) -> NodeConfig:
     peers = {p: f"http://{p}.invalid" for p in IDS if p != node_id}
     url = f"http://{node_id}.invalid"
-    return NodeConfig(id=node_id, url=url, peers=peers, data_dir=Path("unused"), **overrides)  # type: ignore[arg-type]
+    return NodeConfig(id=node_id, url=url, peers=peers, data_dir=Path("unused"), token="t", **overrides)  # type: ignore[arg-type]
 
 
 @asynccontextmanager
-async def cluster(storages: dict[str, MemoryStorage] | None = None) -> AsyncIterator[LoopbackNet]:
+async def cluster(
+    storages: dict[str, MemoryStorage] | None = None,
+    new_machine: Callable[[], StateMachine] = kv.KVStore,
+    **config: object,
+) -> AsyncIterator[LoopbackNet]:
     net = LoopbackNet()
     storages = storages if storages is not None else {i: MemoryStorage() for i in IDS}
     async with trio.open_nursery() as nursery:
         for seed, node_id in enumerate(IDS):
-            node = RaftNode(
-                make_config(node_id), storages[node_id], LoopbackTransport(net), random.Random(seed)
-            )
+            node = make_node(make_config(node_id, **config), storages[node_id], net, seed, new_machine)
             net.nodes[node_id] = node
             await nursery.start(node.run)
         yield net
         nursery.cancel_scope.cancel()
 
 
-async def wait_for_leader(net: LoopbackNet, exclude: set[str] = frozenset()) -> RaftNode:  # type: ignore[assignment]
-    while True:
-        leaders = [n for i, n in net.nodes.items() if n.is_leader and i not in exclude]
-        if leaders:
-            return leaders[0]
-        await trio.sleep(0.05)
+async def next_change(nodes: Iterable[Node]) -> None:
+    """Return once any of ``nodes`` has handled its next event."""
+    async with trio.open_nursery() as nursery:
+
+        async def first(node: Node) -> None:
+            await node.changed()
+            nursery.cancel_scope.cancel()
+
+        for node in nodes:
+            nursery.start_soon(first, node)
+
+
+async def wait_until(nodes: Iterable[Node], condition: Callable[[], bool], timeout: float = 10) -> None:
+    """Wait (in virtual time, at most ``timeout``) until ``condition`` holds, checking after each event."""
+    nodes = list(nodes)
+    with trio.fail_after(timeout):
+        while not condition():
+            await next_change(nodes)
+
+
+async def wait_for_leader(net: LoopbackNet, exclude: frozenset[str] = frozenset()) -> Node:
+    def leaders() -> list[Node]:
+        return [n for i, n in net.nodes.items() if n.is_leader and i not in exclude]
+
+    await wait_until(net.nodes.values(), lambda: bool(leaders()))
+    return leaders()[0]
 
 
 def put(key: str, value: kv.JSONValue) -> bytes:
@@ -98,17 +138,15 @@ async def test_elects_a_leader_and_replicates_a_write(autojump_clock: trio.testi
         assert isinstance(result, kv.Ok) and result.value == 1
         with trio.fail_after(5):  # followers apply it once a heartbeat brings the commit index
             for node in net.nodes.values():
-                await node.wait_applied(leader.kv.applied_index)
-        assert {n.kv.get("a").value for n in net.nodes.values()} == {1}  # type: ignore[union-attr]
+                await node.wait_applied(leader.machine.applied_index)
+        assert {n.machine.get("a").value for n in net.nodes.values()} == {1}
 
 
 async def test_follower_refuses_writes_and_names_the_leader(autojump_clock: trio.testing.MockClock) -> None:
     async with cluster() as net:
         leader = await wait_for_leader(net)
         follower = next(n for n in net.nodes.values() if n is not leader)
-        with trio.fail_after(5):
-            while follower.leader is None:
-                await trio.sleep(0.05)
+        await wait_until([follower], lambda: follower.leader is not None)
         with pytest.raises(NotLeader):
             await follower.write(put("a", 1))
         assert follower.leader == (leader.config.id, leader.config.advertised_url)
@@ -121,11 +159,11 @@ async def test_a_cut_off_follower_does_not_stop_writes(autojump_clock: trio.test
         net.cut.add(stalled)
         for i in range(20):
             assert isinstance(await leader.write(put(f"k{i}", i)), kv.Ok)
-        assert net.nodes[stalled].kv.get("k19") is None
+        assert net.nodes[stalled].machine.get("k19") is None
         net.cut.clear()
         with trio.fail_after(10):  # it catches up once the link heals
-            await net.nodes[stalled].wait_applied(leader.kv.applied_index)
-        assert net.nodes[stalled].kv.get("k19") is not None
+            await net.nodes[stalled].wait_applied(leader.machine.applied_index)
+        assert net.nodes[stalled].machine.get("k19") is not None
 
 
 async def test_isolated_leader_steps_down_and_a_new_one_takes_over(
@@ -136,12 +174,10 @@ async def test_isolated_leader_steps_down_and_a_new_one_takes_over(
         net.cut.add(old.config.id)
         with pytest.raises(Unavailable):
             await old.write(put("lost?", 1))  # no quorum: times out instead of hanging
-        new = await wait_for_leader(net, exclude={old.config.id})
+        new = await wait_for_leader(net, exclude=frozenset({old.config.id}))
         assert new.core.term > old.core.term or not old.is_leader
         assert isinstance(await new.write(put("b", 2)), kv.Ok)
-        with trio.fail_after(10):  # check-quorum: the isolated leader gives up by itself
-            while old.is_leader:
-                await trio.sleep(0.05)
+        await wait_until([old], lambda: not old.is_leader)  # check-quorum: it gives up by itself
 
 
 async def test_linearizable_read_needs_a_quorum(autojump_clock: trio.testing.MockClock) -> None:
@@ -163,7 +199,7 @@ async def test_restart_keeps_every_acknowledged_write(autojump_clock: trio.testi
     async with cluster(storages) as net:  # every node restarts from what it persisted
         leader = await wait_for_leader(net)
         await leader.read_barrier()
-        assert [leader.kv.get(f"k{i}").value for i in range(30)] == list(range(30))  # type: ignore[union-attr]
+        assert [leader.machine.get(f"k{i}").value for i in range(30)] == list(range(30))
 
 
 async def test_snapshots_bound_the_log_and_catch_up_a_lagging_node(
@@ -173,7 +209,7 @@ async def test_snapshots_bound_the_log_and_catch_up_a_lagging_node(
     async with trio.open_nursery() as nursery:
         for seed, node_id in enumerate(IDS):
             config = make_config(node_id, snapshot_entries=10)
-            node = RaftNode(config, MemoryStorage(), LoopbackTransport(net), random.Random(seed))
+            node = make_node(config, MemoryStorage(), net, seed)
             net.nodes[node_id] = node
             await nursery.start(node.run)
         leader = await wait_for_leader(net)
@@ -184,8 +220,8 @@ async def test_snapshots_bound_the_log_and_catch_up_a_lagging_node(
         assert leader.core.log.snapshot_index >= 40 and len(leader.core.log.entries) < 20
         net.cut.clear()
         with trio.fail_after(10):  # only a snapshot can bring it back: the log before it is gone
-            await net.nodes[lagging].wait_applied(leader.kv.applied_index)
-        assert net.nodes[lagging].kv.get("k49") is not None
+            await net.nodes[lagging].wait_applied(leader.machine.applied_index)
+        assert net.nodes[lagging].machine.get("k49") is not None
         nursery.cancel_scope.cancel()
 
 
@@ -224,3 +260,49 @@ async def test_shutdown_leaves_no_task_behind(autojump_clock: trio.testing.MockC
         async with cluster() as net:
             await wait_for_leader(net)
     # Reaching here means the nursery closed: every ticker, driver and apply loop was cancelled and joined.
+
+
+class Counter:
+    """A second state machine: one integer that each entry (b"+5", b"-2") adds to; bad entries change nothing."""
+
+    def __init__(self) -> None:
+        self.applied_index = 0
+        self.total = 0
+
+    def apply(self, index: int, data: bytes | None) -> int | str:
+        self.applied_index = index
+        if data is None:
+            return self.total
+        try:
+            self.total += int(data)
+        except ValueError:
+            return f"not a number: {data!r}"
+        return self.total
+
+    def snapshot(self) -> SnapshotWriter:
+        image = f"{self.applied_index} {self.total}".encode()
+
+        def write(out: BinaryIO) -> None:
+            out.write(image)
+
+        return write
+
+    def restore(self, data: BinaryIO) -> None:
+        index, total = data.read().split()
+        self.applied_index, self.total = int(index), int(total)
+
+
+async def test_a_counter_replicates_like_the_key_value_store(autojump_clock: trio.testing.MockClock) -> None:
+    async with cluster(new_machine=Counter, snapshot_entries=10) as net:
+        leader = await wait_for_leader(net)
+        lagging = next(n for n in net.nodes.values() if n is not leader)
+        net.cut.add(lagging.config.id)
+        results = [await leader.write(b"+%d" % i) for i in range(1, 31)]
+        assert results == [i * (i + 1) // 2 for i in range(1, 31)]
+        assert await leader.write(b"two") == "not a number: b'two'"
+        net.cut.clear()  # it catches up through a snapshot of the counter: the log before it is gone
+        await wait_until(
+            net.nodes.values(), lambda: lagging.machine.applied_index >= leader.machine.applied_index
+        )
+        assert {node.machine.total for node in net.nodes.values()} == {465}
+        assert leader.core.log.snapshot_index >= 20

@@ -9,7 +9,7 @@ import httpx
 import trio
 import trio.testing
 
-from raftkv.testing.proxy import BlockMode, LinkProxy, ProxyMesh
+from raftkv_harness.proxy import BlockMode, LinkProxy, ProxyMesh
 
 HOST = "127.0.0.1"
 
@@ -187,12 +187,7 @@ async def test_mesh_cuts_and_partitions_only_the_named_directions(nursery: trio.
     servers = {node: await EchoServer().start(nursery) for node in ("n1", "n2", "n3")}
     mesh = ProxyMesh({node: (HOST, server.port) for node, server in servers.items()}, seed=7)
     await nursery.start(mesh.serve)
-    assert mesh.peer_args("n1") == [
-        "--peer",
-        f"n2={mesh.peer_url('n1', 'n2')}",
-        "--peer",
-        f"n3={mesh.peer_url('n1', 'n3')}",
-    ]
+    assert mesh.peer_urls("n1") == {"n2": mesh.peer_url("n1", "n2"), "n3": mesh.peer_url("n1", "n3")}
 
     async def reachable() -> set[tuple[str, str]]:
         """The directed links a fresh connection gets through right now."""

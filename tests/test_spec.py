@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 import re
 from typing import Any
 
@@ -20,8 +21,13 @@ from schemathesis.specs.openapi.definitions import OPENAPI_30_VALIDATOR
 
 from raftkv import wire
 from raftkv.api import models
-from raftkv.api.docs import SPEC, install_docs, spec_operations
-from raftkv.api.errors import error_response, install_error_handlers
+from raftkv.api.app import create_app
+from raftkv.api.binding import spec_operations
+from raftkv.api.docs import SPEC
+from raftkv.api.errors import error_response
+from raftkv.config import NodeConfig
+from raftkv.kv import KVStore
+from raftkv.node import RaftNode
 from raftkv.raft.types import (
     AnyMessage,
     AppendEntries,
@@ -34,6 +40,8 @@ from raftkv.raft.types import (
     Snapshot,
     TimeoutNow,
 )
+from raftkv.storage import MemoryStorage
+from raftkv.transport import Transport
 
 COMPONENTS: dict[str, Any] = SPEC["components"]["schemas"]
 PARAMETER_MODELS = {models.ReadQuery, models.WriteQuery, models.ListQuery}
@@ -220,10 +228,11 @@ def test_query_model_matches_the_operation_parameters(model: type[BaseModel], me
     assert query == {name: field.default for name, field in model.model_fields.items()}
 
 
-def test_spec_operations_lists_methods_and_paths() -> None:
-    operations = spec_operations()
-    assert ("GET", "/kv/{key}") in operations
-    assert ("POST", "/raft/append-entries") in operations
+def test_spec_operations_lists_methods_paths_and_security() -> None:
+    operations = {(op.method, op.path): op for op in spec_operations(SPEC)}
+    assert operations["GET", "/kv/{key}"].schemes == {"clientToken"}
+    assert operations["POST", "/raft/append-entries"].schemes == {"clusterToken"}
+    assert operations["GET", "/healthz"].schemes == set()
     assert all(method.isupper() and path.startswith("/") for method, path in operations)
 
 
@@ -398,11 +407,13 @@ def test_garbage_is_a_validation_error_never_anything_else(raw: bytes) -> None:
 # --- serving the docs and errors --------------------------------------------------------------------------
 
 
+def node() -> RaftNode[KVStore]:
+    return RaftNode(NodeConfig(id="n1"), MemoryStorage(), Transport({}, 1.0), random.Random(0), KVStore)
+
+
 @pytest.fixture
 def app() -> QuartTrio:
-    app = QuartTrio(__name__)
-    install_docs(app)
-    install_error_handlers(app)
+    app = create_app(node())
 
     @app.post("/validate")
     async def validate() -> dict[str, Any]:
@@ -423,15 +434,14 @@ def app() -> QuartTrio:
     return app
 
 
-def test_docs_routes_are_in_the_spec(app: QuartTrio) -> None:
+def test_every_spec_operation_is_a_route_and_nothing_else_is() -> None:
     routes = {
         (method, re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule))
-        for rule in app.url_map.iter_rules()
-        if rule.endpoint.startswith("docs.")
+        for rule in create_app(node()).url_map.iter_rules()
         for method in rule.methods or ()
         if method not in {"HEAD", "OPTIONS"}
     }
-    assert routes == {op for op in spec_operations() if op[1].startswith(("/openapi", "/docs"))}
+    assert routes == {(op.method, op.path) for op in spec_operations(SPEC)}
 
 
 async def test_serves_the_spec_as_yaml_and_json(app: QuartTrio) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from history_builders import FAIL, OK, UNKNOWN, op
 
-from raftkv.testing.linearizability import Op, OpKind, Outcome
-from raftkv.testing.workload import (
+from raftkv_harness.linearizability import Op, OpKind, Outcome
+from raftkv_harness.workload import (
     OutcomeCounts,
     classify,
     lost_acknowledged_writes,

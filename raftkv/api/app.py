@@ -1,48 +1,73 @@
-"""The HTTP face of a node: the client API, operations endpoints and the Raft RPCs, as openapi.yaml describes.
+"""The HTTP face of a node: one Quart-Trio app bound from openapi.yaml, serving clients and peers alike.
 
-Every route validates its input first (a 400 never depends on which node answered), then either serves the
-call here or, when only the leader may, hands it to ``LeaderRouter``: forward to the leader and relay its
-answer, or redirect with ``?redirect=true`` -- as etcd, Consul and rqlite do, so plain curl works on any node.
+``create_app`` binds each operation of the spec to its handler (``binding.bind``), guarded by the security
+the spec declares for it: the cluster token for the Raft RPCs and the cluster calls, the optional client token
+for the client API, nothing for health, readiness and the docs. Request bodies are bounded (413) and must
+arrive within the read timeout (408).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hmac
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Final
 
-import httpx
-from pydantic import BaseModel
 from quart import Response, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 from werkzeug.routing import PathConverter
 
-from raftkv import kv, wire
-from raftkv.api import models
-from raftkv.api.docs import install_docs
+from raftkv import kv
+from raftkv.api import docs, kv_routes, ops_routes, raft_routes
+from raftkv.api.binding import bind
+from raftkv.api.context import Api
 from raftkv.api.errors import error_response, install_error_handlers
-from raftkv.node import NotLeader, RaftNode, Unavailable
+from raftkv.api.router import LeaderRouter
+from raftkv.node import RaftNode
 
-SEED_KEY = "default"
-FORWARDED_HEADER = "X-Raft-Forwarded"
-LEADER_HEADER = "X-Raft-Leader"
-DRAINING = "RAFTKV_DRAINING"  # app.config flag set when the node starts shutting down
-RELAYED_HEADERS = ("Content-Type", "Location", "Retry-After", "Allow")
+DRAINING: Final = "RAFTKV_DRAINING"  # app.config flag set when the node starts shutting down
 
-T = TypeVar("T")
+CLUSTER_TOKEN: Final = "clusterToken"
+CLIENT_TOKEN: Final = "clientToken"
+
+RAFT_BODY_LIMIT: Final = 64 << 20
+"""Bytes of one Raft request body: an InstallSnapshot carries the whole snapshot in one message."""
 
 
-def create_app(node: RaftNode) -> QuartTrio:
+def create_app(node: RaftNode[kv.KVStore]) -> QuartTrio:
+    config = node.config
     app = QuartTrio(__name__, static_folder=None)
     app.url_map.converters["key"] = KeyConverter
-    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024  # snapshots travel in one body
+    app.config["BODY_TIMEOUT"] = config.read_timeout
     install_error_handlers(app)
-    install_docs(app)
-    router = LeaderRouter(node)
+    router = LeaderRouter(node, config.peer_tls())
     app.before_serving(router.open)
     app.after_serving(router.close)
+    api = Api(node, router, config.max_value_bytes)
+    tokens = {CLUSTER_TOKEN: config.cluster_token, CLIENT_TOKEN: config.client_api_token}
+
+    async def guard(schemes: frozenset[str]) -> Response | None:
+        """Let a request through if it carries the token its operation's security names (constant-time
+        compare). Without a cluster token (``--insecure``) the cluster calls are open; without a client token,
+        the client API is."""
+        for scheme in schemes & tokens.keys():
+            token = tokens[scheme]
+            if token is None:
+                if scheme == CLIENT_TOKEN or config.insecure:
+                    continue
+                return unauthorized(
+                    "this node has no cluster token (start it with --token), so it takes no cluster calls"
+                )
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, f"Bearer {token}".encode()):
+                return unauthorized(f"missing or wrong {scheme_name(scheme)}")
+        return None
+
+    @app.before_request
+    async def limit_body() -> None:
+        request.max_content_length = (
+            RAFT_BODY_LIMIT if request.path.startswith("/raft/") else config.max_request_bytes
+        )
 
     @app.after_request
     async def finish_connection(response: Response) -> Response:
@@ -50,122 +75,28 @@ def create_app(node: RaftNode) -> QuartTrio:
         stalls the next request on a connection whose body was not consumed), and once shutdown began,
         close each connection after its answer (peers keep theirs busy with heartbeats, and the server would
         otherwise wait for them until its graceful timeout)."""
-        with contextlib.suppress(RequestEntityTooLarge):  # already answered 413; nothing left to drain
+        with contextlib.suppress(RequestEntityTooLarge, RequestTimeout):  # already answered: nothing to read
             await request.get_data()
-        if app.config.get(DRAINING):
+        if app.config.get(DRAINING) or response.status_code in (408, 413):
             response.headers["Connection"] = "close"
         return response
 
-    # --- the seed's single value -----------------------------------------------------------------------
-
-    @app.get("/")
-    async def get_seed_value() -> Response:
-        query = models.ReadQuery.model_validate(request.args.to_dict())
-        item = await router.read(query, lambda: node.kv.get(SEED_KEY))
-        if isinstance(item, Response):
-            return item
-        return json_response(models.ValueBody(value=item.value if item else None))
-
-    @app.post("/")
-    async def set_seed_value() -> Response:
-        query = models.WriteQuery.model_validate(request.args.to_dict())
-        body = models.parse_value_body(await request.get_data(as_text=False), request.mimetype or None)
-        result = await router.write(query, kv.Put(key=SEED_KEY, value=body.value))
-        if isinstance(result, Response):
-            return result
-        if isinstance(result, kv.Ok):
-            return json_response(models.ValueBody(value=result.value))
-        return write_result_response(result)
-
-    # --- keys ------------------------------------------------------------------------------------------
-
-    @app.get("/kv")
-    async def list_keys() -> Response:
-        query = models.ListQuery.model_validate(request.args.to_dict())
-        items = await router.read(query, lambda: node.kv.range(query.prefix, query.limit))
-        if isinstance(items, Response):
-            return items
-        return json_response(
-            models.KeyValueList(items=[key_value_model(i) for i in items], revision=node.kv.revision)
-        )
-
-    @app.get("/kv/<key:key>")
-    async def get_key(key: str) -> Response:
-        key = models.parse_key(key)
-        query = models.ReadQuery.model_validate(request.args.to_dict())
-        item = await router.read(query, lambda: node.kv.get(key))
-        if isinstance(item, Response):
-            return item
-        if item is None:
-            return error_response(404, f"key {key!r} not found")
-        return json_response(key_value_model(item))
-
-    async def put_key(key: str) -> Response:
-        key = models.parse_key(key)
-        query = models.WriteQuery.model_validate(request.args.to_dict())
-        body = models.WriteRequest.model_validate_json(await request.get_data(as_text=False))
-        command = kv.Put(
-            key=key,
-            value=body.value,
-            prev_value=body.prev_value if body.has_prev_value else kv.UNSET,
-            prev_revision=body.prev_revision,
-        )
-        result = await router.write(query, command)
-        return result if isinstance(result, Response) else write_result_response(result)
-
-    app.put("/kv/<key:key>")(put_key)
-    app.post("/kv/<key:key>")(put_key)
-
-    @app.delete("/kv/<key:key>")
-    async def delete_key(key: str) -> Response:
-        key = models.parse_key(key)
-        query = models.WriteQuery.model_validate(request.args.to_dict())
-        result = await router.write(query, kv.Delete(key=key))
-        return result if isinstance(result, Response) else write_result_response(result)
-
-    # --- operations ------------------------------------------------------------------------------------
-
-    @app.get("/status")
-    async def get_status() -> Response:
-        return json_response(models.Status.model_validate(node.status()))
-
-    @app.get("/healthz")
-    async def get_health() -> Response:
-        return json_response(models.Health())
-
-    @app.get("/readyz")
-    async def get_readiness() -> Response:
-        if await node.ready_to_serve():
-            return json_response(models.Health())
-        return error_response(
-            503, "not ready: no known leader or not caught up", headers={"Retry-After": "1"}
-        )
-
-    # --- Raft RPCs -------------------------------------------------------------------------------------
-
-    async def raft_messages() -> Response:
-        """One message (on its own endpoint) or a batch: checked whole, then handed to the node in order."""
-        if node.config.token and not authorized(node.config.token):
-            return error_response(
-                401, "missing or wrong cluster token", headers={"WWW-Authenticate": "Bearer"}
-            )
-        body = await request.get_data(as_text=False)
-        if request.path == wire.RAFT_BATCH_PATH:
-            messages = wire.parse_raft_batch(body)
-        else:
-            messages = [wire.parse_raft_message(body, request.path)]
-        for message in messages:
-            if message.dst != node.config.id:
-                return error_response(400, f"message for {message.dst!r} reached node {node.config.id!r}")
-            if message.src not in node.config.members:
-                return error_response(400, f"message from unknown node {message.src!r}")
-        node.deliver(*messages)
-        return json_response(models.Accepted(), status=202)
-
-    for path in [*wire.RAFT_MODELS_BY_PATH, wire.RAFT_BATCH_PATH]:
-        app.add_url_rule(path, endpoint=path, view_func=raft_messages, methods=["POST"])
-
+    bind(
+        app,
+        docs.SPEC,
+        api,
+        [kv_routes.operations, ops_routes.operations, raft_routes.operations, docs.operations],
+        guard,
+    )
     return app
+
+
+def unauthorized(message: str) -> Response:
+    return error_response(401, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def scheme_name(scheme: str) -> str:
+    return {CLUSTER_TOKEN: "cluster token", CLIENT_TOKEN: "client token"}[scheme]
 
 
 class KeyConverter(PathConverter):
@@ -173,120 +104,3 @@ class KeyConverter(PathConverter):
     newline); parse_key then enforces the spec's limits with a clear 400."""
 
     regex = r"[\s\S]+"
-
-
-class LeaderRouter:
-    """Runs a call on the leader: here when this node leads, else forwarded (or redirected) to the leader."""
-
-    def __init__(self, node: RaftNode) -> None:
-        self.node = node
-        self.client: httpx.AsyncClient | None = None
-
-    async def open(self) -> None:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
-        # A second more than the leader's own deadline, so its 503 (and its reason) reaches the client.
-        timeout = self.node.config.request_timeout + 1
-        self.client = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
-
-    async def close(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
-
-    async def write(self, query: models.WriteQuery, command: kv.Command) -> kv.Result | Response:
-        try:
-            data = kv.encode_command(command)
-        except kv.CommandEncodeError as e:
-            return error_response(400, str(e))
-        return await self._on_leader(query.redirect, lambda: self.node.write(data))
-
-    async def read(self, query: models.ReadQuery, read: Callable[[], T]) -> T | Response:
-        """``read`` the local store, after a ReadIndex barrier unless the client asked for a stale read."""
-        if query.consistency == "stale":
-            return read()
-
-        async def linearizable() -> T:
-            await self.node.read_barrier()
-            return read()
-
-        return await self._on_leader(query.redirect, linearizable)
-
-    async def _on_leader(self, redirect: bool, call: Callable[[], Awaitable[T]]) -> T | Response:
-        try:
-            return await call()
-        except Unavailable as e:
-            return unavailable(str(e))
-        except NotLeader:
-            pass
-        leader = self.node.leader
-        if leader is None or leader[0] == self.node.config.id:
-            return unavailable("no leader is known at the moment")
-        if request.headers.get(FORWARDED_HEADER):
-            return unavailable(f"this node is not the leader either; try {leader[1]}")
-        target = leader[1] + raw_path_and_query()
-        if redirect:
-            return error_response(
-                307,
-                "not the leader",
-                leader=leader[1],
-                headers={"Location": target, LEADER_HEADER: " ".join(leader)},
-            )
-        return await self._forward(target, leader)
-
-    async def _forward(self, target: str, leader: tuple[str, str]) -> Response:
-        assert self.client is not None
-        headers = {FORWARDED_HEADER: self.node.config.id}
-        if "Content-Type" in request.headers:
-            headers["Content-Type"] = request.headers["Content-Type"]
-        try:
-            answer = await self.client.request(
-                request.method, target, content=await request.get_data(as_text=False), headers=headers
-            )
-        except httpx.HTTPError as e:
-            return unavailable(f"the leader {leader[0]} did not answer: {type(e).__name__}")
-        relayed = {name: answer.headers[name] for name in RELAYED_HEADERS if name in answer.headers}
-        relayed[LEADER_HEADER] = " ".join(leader)
-        return Response(answer.content, status=answer.status_code, headers=relayed)
-
-
-# --- helpers ------------------------------------------------------------------------------------------------
-
-
-def json_response(model: BaseModel, status: int = 200) -> Response:
-    return Response(model.model_dump_json(), status=status, content_type="application/json")
-
-
-def key_value_model(item: kv.KeyValue) -> models.KeyValue:
-    return models.KeyValue(key=item.key, value=item.value, revision=item.mod_revision)
-
-
-def write_result_response(result: kv.Result) -> Response:
-    match result:
-        case kv.Ok(key=key, value=value, revision=revision):
-            return json_response(models.KeyValue(key=key, value=value, revision=revision))
-        case kv.Deleted(key=key, revision=revision):
-            return json_response(models.DeleteResult(key=key, revision=revision))
-        case kv.NotFound(key=key):
-            return error_response(404, f"key {key!r} not found")
-        case kv.PreconditionFailed(key=key, current=current):
-            current_json: dict[str, Any] | None = (
-                key_value_model(current).model_dump(mode="json") if current else None
-            )
-            return error_response(412, f"precondition failed for key {key!r}", current=current_json)
-        case kv.InvalidCommand(reason=reason):
-            return error_response(400, f"invalid command: {reason}")
-
-
-def unavailable(message: str) -> Response:
-    return error_response(503, message, headers={"Retry-After": "1"})
-
-
-def raw_path_and_query() -> str:
-    """The request's path exactly as sent (percent-encoding intact) plus its query string."""
-    path = request.scope.get("raw_path") or request.path.encode()
-    query = request.scope.get("query_string", b"")
-    return path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
-
-
-def authorized(token: str) -> bool:
-    given = request.headers.get("Authorization", "")
-    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())

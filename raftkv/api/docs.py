@@ -13,16 +13,15 @@ import json
 from typing import Any, Final
 
 import yaml
-from quart import Quart, Response
+from quart import Response
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
+from raftkv.api.binding import Operations
 from raftkv.api.errors import JSON_MEDIA_TYPE, error_response
 
 SPEC_YAML: Final = (importlib.resources.files("raftkv") / "openapi.yaml").read_text(encoding="utf-8")
 SPEC: Final[dict[str, Any]] = yaml.safe_load(SPEC_YAML)
 _SPEC_JSON: Final = json.dumps(SPEC)
-
-HTTP_METHODS: Final = frozenset({"get", "put", "post", "delete", "patch", "head", "options", "trace"})
 
 # The only bundled files the page needs, with their media types (as declared for /docs/{asset}).
 _ASSET_MEDIA_TYPES: Final = {
@@ -67,16 +66,6 @@ _DOCS_PAGE: Final = """<!DOCTYPE html>
 """
 
 
-def spec_operations() -> set[tuple[str, str]]:
-    """Every (METHOD, path) the spec declares, paths as written there (``/kv/{key}``)."""
-    return {
-        (method.upper(), path)
-        for path, item in SPEC["paths"].items()
-        for method in item
-        if method in HTTP_METHODS
-    }
-
-
 @functools.cache
 def _asset_bytes(name: str) -> bytes:
     """Each asset is read from the bundle once per process (the largest is about 1 MB)."""
@@ -84,29 +73,29 @@ def _asset_bytes(name: str) -> bytes:
     return data
 
 
-async def _spec_yaml() -> Response:
+operations = Operations[object]()
+"""The documentation handlers: they need no context, so they serve any app."""
+
+
+@operations("getSpecYaml")
+async def get_spec_yaml(_: object) -> Response:
     return Response(SPEC_YAML, content_type="text/yaml; charset=utf-8")
 
 
-async def _spec_json() -> Response:
+@operations("getSpecJson")
+async def get_spec_json(_: object) -> Response:
     return Response(_SPEC_JSON, content_type=JSON_MEDIA_TYPE)
 
 
-async def _docs_page() -> Response:
+@operations("getDocs")
+async def get_docs(_: object) -> Response:
     return Response(_DOCS_PAGE, content_type="text/html; charset=utf-8")
 
 
-async def _docs_asset(asset: str) -> Response:
+@operations("getDocsAsset")
+async def get_docs_asset(_: object, asset: str) -> Response:
     media_type = _ASSET_MEDIA_TYPES.get(asset)
     if media_type is None:
         return error_response(404, f"no such documentation asset: {asset}")
     headers = {"Cache-Control": _ASSET_CACHE_CONTROL}
     return Response(_asset_bytes(asset), content_type=media_type, headers=headers)
-
-
-def install_docs(app: Quart) -> None:
-    """Serve the spec and Swagger UI from ``app``."""
-    app.add_url_rule("/openapi.yaml", "docs.spec_yaml", _spec_yaml, methods=["GET"])
-    app.add_url_rule("/openapi.json", "docs.spec_json", _spec_json, methods=["GET"])
-    app.add_url_rule("/docs", "docs.page", _docs_page, methods=["GET"])
-    app.add_url_rule("/docs/<asset>", "docs.asset", _docs_asset, methods=["GET"])

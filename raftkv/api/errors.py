@@ -1,4 +1,4 @@
-"""Every error leaves the app as JSON ``{"error": "<readable message>", ...}`` with a fitting status.
+"""JSON answers: every error leaves the app as ``{"error": "<readable message>", ...}`` with a fitting status.
 
 Quart's own 404/405 pages are HTML and pydantic's errors carry raw input that may not serialise, so both are
 translated here once instead of in every route. Bad input is a 400, never a 500.
@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Mapping
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from quart import Quart, Response
 from werkzeug.exceptions import HTTPException
 
@@ -19,12 +19,28 @@ logger = logging.getLogger(__name__)
 JSON_MEDIA_TYPE = "application/json"
 
 
+class Answer(Exception):
+    """Stop handling the request and send ``response`` instead (a relayed answer, a redirect, a 503, ...)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def json_response(model: BaseModel, status: int = 200) -> Response:
+    return Response(model.model_dump_json(), status=status, content_type=JSON_MEDIA_TYPE)
+
+
 def error_response(
     status: int, message: str, *, headers: Mapping[str, str] | None = None, **extra: object
 ) -> Response:
     """A JSON error answer: ``{"error": message, **extra}``. Values that are not JSON are sent as ``str``."""
     body = json.dumps({"error": message, **extra}, default=str)
     return Response(body, status=status, headers=dict(headers or {}), content_type=JSON_MEDIA_TYPE)
+
+
+async def _answer(answer: Answer) -> Response:
+    return answer.response
 
 
 async def _http_exception(error: HTTPException) -> Response:
@@ -54,6 +70,7 @@ async def _unexpected_error(error: Exception) -> Response:
 
 def install_error_handlers(app: Quart) -> None:
     """Make every error of ``app`` a JSON answer (the most specific handler wins, by exception class)."""
+    app.register_error_handler(Answer, _answer)
     app.register_error_handler(HTTPException, _http_exception)
     app.register_error_handler(ValidationError, _validation_error)
     app.register_error_handler(json.JSONDecodeError, _undecodable_body)

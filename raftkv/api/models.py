@@ -204,6 +204,7 @@ class Status(_Output):
     last_log_index: NonNegativeInt
     snapshot_index: NonNegativeInt
     members: list[Member]
+    insecure: bool
 
 
 class Health(_Output):

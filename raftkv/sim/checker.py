@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 
 from raftkv.raft.core import Raft
 from raftkv.raft.types import Entry, NodeId, ReadState, Role, Snapshot
-from raftkv.sim.machine import StateMachine
+from raftkv.sim.machine import DigestMachine
 
 
 class SafetyViolation(AssertionError):
@@ -63,8 +63,8 @@ class SafetyChecker:
 
     # --- state machine safety ----------------------------------------------------------------------------
 
-    def on_apply(self, node: NodeId, machine: StateMachine, entry: Entry) -> None:
-        machine.apply(entry)
+    def on_apply(self, node: NodeId, machine: DigestMachine, entry: Entry) -> None:
+        machine.apply(entry.index, entry.data)
         if entry.index < len(self.digests):
             if self.digests[entry.index] != machine.digest:
                 raise SafetyViolation(
@@ -75,8 +75,8 @@ class SafetyChecker:
             self.digests.append(machine.digest)
             self.commands.append(entry.data)
 
-    def on_restore(self, node: NodeId, snapshot: Snapshot) -> StateMachine:
-        machine = StateMachine.from_snapshot(snapshot)
+    def on_restore(self, node: NodeId, snapshot: Snapshot) -> DigestMachine:
+        machine = DigestMachine.from_snapshot(snapshot)
         if snapshot.index >= len(self.digests) or self.digests[snapshot.index] != machine.digest:
             raise SafetyViolation(f"{node} restored a snapshot at {snapshot.index} no replica ever applied")
         return machine

@@ -2,14 +2,18 @@
 
 Two replicas that applied the same commands in the same order hold the same digest; the snapshot is just
 ``"<index>:<digest>"``, which makes a snapshot restore checkable against what every other replica applied.
+It implements ``raftkv.machine.StateMachine``, the protocol the real node replicates.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
+from typing import BinaryIO
 
-from raftkv.raft.types import Entry, Snapshot
+from raftkv.machine import SnapshotWriter
+from raftkv.raft.types import Snapshot
 
 
 def chain(digest: bytes, data: bytes | None) -> bytes:
@@ -19,23 +23,40 @@ def chain(digest: bytes, data: bytes | None) -> bytes:
 
 
 @dataclass(slots=True)
-class StateMachine:
-    applied: int = 0
+class DigestMachine:
+    applied_index: int = 0
     digest: bytes = b""
 
-    def apply(self, entry: Entry) -> None:
-        if entry.index != self.applied + 1:
-            raise AssertionError(f"applied entry {entry.index} after {self.applied}: not in order, or twice")
-        self.applied, self.digest = entry.index, chain(self.digest, entry.data)
+    def apply(self, index: int, data: bytes | None) -> bytes:
+        if index != self.applied_index + 1:
+            raise AssertionError(f"applied entry {index} after {self.applied_index}: not in order, or twice")
+        self.applied_index, self.digest = index, chain(self.digest, data)
+        return self.digest
+
+    def snapshot(self) -> SnapshotWriter:
+        image = f"{self.applied_index}:{self.digest.hex()}".encode()
+
+        def write(out: BinaryIO) -> None:
+            out.write(image)
+
+        return write
+
+    def restore(self, data: BinaryIO) -> None:
+        index, digest = data.read().decode().split(":")
+        self.applied_index, self.digest = int(index), bytes.fromhex(digest)
 
     def snapshot_data(self) -> bytes:
-        return f"{self.applied}:{self.digest.hex()}".encode()
+        out = io.BytesIO()
+        self.snapshot()(out)
+        return out.getvalue()
 
     @classmethod
-    def from_snapshot(cls, snapshot: Snapshot | None) -> StateMachine:
-        if snapshot is None:
-            return cls()
-        index, digest = snapshot.data.decode().split(":")
-        if int(index) != snapshot.index:
-            raise AssertionError(f"snapshot at {snapshot.index} holds the state of index {index}")
-        return cls(snapshot.index, bytes.fromhex(digest))
+    def from_snapshot(cls, snapshot: Snapshot | None) -> DigestMachine:
+        machine = cls()
+        if snapshot is not None:
+            machine.restore(io.BytesIO(snapshot.data))
+            if machine.applied_index != snapshot.index:
+                raise AssertionError(
+                    f"snapshot at {snapshot.index} holds the state of index {machine.applied_index}"
+                )
+        return machine

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from raftkv.raft.core import Config, Raft
 from raftkv.raft.types import AnyMessage, ReadState
 from raftkv.sim.checker import SafetyChecker
-from raftkv.sim.machine import StateMachine
+from raftkv.sim.machine import DigestMachine
 from raftkv.storage.memory import MemoryStorage
 
 Send = Callable[[AnyMessage], None]
@@ -26,7 +26,7 @@ class SimNode:
         self.store = MemoryStorage()
         self.incarnation = 0
         self.raft: Raft | None = None
-        self.machine = StateMachine()
+        self.machine = DigestMachine()
         self.answered_reads: list[ReadState] = []
         self.restart()
 
@@ -36,7 +36,7 @@ class SimNode:
 
     def crash(self) -> None:
         self.raft = None
-        self.machine = StateMachine()
+        self.machine = DigestMachine()
 
     def restart(self) -> None:
         """Rebuild the core and the state machine from the store alone (with a fresh election jitter)."""
@@ -70,6 +70,6 @@ class SimNode:
         """Snapshot the state machine at its applied index, as an operator's periodic compaction would."""
         raft = self.raft
         assert raft is not None
-        if self.machine.applied > raft.log.snapshot_index:
-            snapshot = raft.compact(self.machine.applied, self.machine.snapshot_data())
+        if self.machine.applied_index > raft.log.snapshot_index:
+            snapshot = raft.compact(self.machine.applied_index, self.machine.snapshot_data())
             self.store.save(None, [], snapshot)

@@ -257,7 +257,7 @@ class Simulation(Cluster):
         placed = self.proposals.get(command)
         if placed is None or self.checker.applied_command(placed[0]) != command:
             return False
-        return all(node.machine.applied >= placed[0] for node in self.nodes.values())
+        return all(node.machine.applied_index >= placed[0] for node in self.nodes.values())
 
 
 def ci_seeds() -> list[tuple[int, int]]:

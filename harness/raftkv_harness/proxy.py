@@ -257,13 +257,9 @@ class ProxyMesh:
         """The URL ``src`` must be given for peer ``dst`` so its traffic crosses the link's proxy."""
         return self.link(src, dst).url
 
-    def peer_args(self, src: str) -> list[str]:
-        """``--peer ID=URL`` flags for ``src``, one per other node."""
-        args: list[str] = []
-        for dst in self.nodes:
-            if dst != src:
-                args += ["--peer", f"{dst}={self.peer_url(src, dst)}"]
-        return args
+    def peer_urls(self, src: str) -> dict[str, str]:
+        """How ``src`` reaches each other node: through the proxy of that directed link."""
+        return {dst: self.peer_url(src, dst) for dst in self.nodes if dst != src}
 
     def links_touching(self, node: str) -> list[Link]:
         return [link for link in self.links if node in link]

@@ -22,10 +22,10 @@ from typing import Any
 
 import trio
 
-from raftkv.testing.cluster import LocalCluster
-from raftkv.testing.linearizability import CheckResult, Op, check, format_report, history_to_jsonl
-from raftkv.testing.nemesis import FaultKind, Nemesis, NemesisEvent, NemesisTiming
-from raftkv.testing.workload import (
+from raftkv_harness.cluster import LocalCluster
+from raftkv_harness.linearizability import CheckResult, Op, check, format_report, history_to_jsonl
+from raftkv_harness.nemesis import FaultKind, Nemesis, NemesisEvent, NemesisTiming
+from raftkv_harness.workload import (
     OutcomeCounts,
     Workload,
     WorkloadConfig,
@@ -50,6 +50,7 @@ class ChaosConfig:
     faults: tuple[FaultKind, ...] = tuple(FaultKind)
     seed: int = 0
     node_args: tuple[str, ...] = ()
+    unsafe_local_reads: bool = False  # run deliberately broken nodes (see faulty_node), which must fail
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     timing: NemesisTiming = field(default_factory=NemesisTiming)
     recovery: float = 5.0  # the clients keep going this long after the last heal
@@ -133,7 +134,8 @@ class ChaosReport:
         lines = [
             f"raftkv chaos: seed {config.seed}, {config.nodes} nodes, {config.duration:g} s, "
             f"faults {','.join(kind.value for kind in config.faults)}, {config.workload.clients} clients on "
-            f"{config.workload.keys} keys{' ' + ' '.join(config.node_args) if config.node_args else ''}",
+            f"{config.workload.keys} keys{' ' + ' '.join(config.node_args) if config.node_args else ''}"
+            f"{' with unsafe local reads' if config.unsafe_local_reads else ''}",
             f"verdict                  {self.check.verdict} ({self.operations} operations, "
             f"checked in {self.check_seconds:.1f} s)",
             f"acknowledged writes lost {len(self.lost)}",
@@ -257,6 +259,7 @@ async def run_chaos(config: ChaosConfig, progress: Progress = print_progress) ->
             size=config.nodes,
             seed=config.seed,
             node_args=config.node_args,
+            unsafe_local_reads=config.unsafe_local_reads,
             log_dir=config.out / "logs",
         ) as cluster:
             first = await cluster.wait_for_leader(timeout=STARTUP_LEADER_TIMEOUT)

@@ -13,8 +13,6 @@ import random
 import signal
 import socket
 import subprocess
-import sys
-from collections import Counter
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -25,11 +23,12 @@ from typing import Any
 import httpx
 import trio
 
-from raftkv.testing.proxy import ProxyMesh, open_proxy_mesh
+from raftkv.launch import POLL_INTERVAL, NoLeader, agreed_leader, cluster_token_file, node_command, wait_for_leader
+from raftkv_harness import faulty_node
+from raftkv_harness.proxy import ProxyMesh, open_proxy_mesh
 
 HOST = "127.0.0.1"
 STATUS_TIMEOUT = 1.0
-POLL_INTERVAL = 0.1
 STOP_GRACE = 10.0  # a node drains in-flight requests (request_timeout, 5 s by default) before it exits
 
 
@@ -92,10 +91,12 @@ class LocalCluster:
         log_dir: Path | None = None,
         startup_timeout: float = 20.0,
         arm_power_loss: bool = True,
+        unsafe_local_reads: bool = False,
     ) -> None:
         self.workdir = workdir
         self.seed = seed
-        self.node_args = [*(["--test-power-loss"] if arm_power_loss else []), *node_args]
+        self.launcher = faulty_node.launcher(power_loss=arm_power_loss, unsafe_local_reads=unsafe_local_reads)
+        self.node_args = [*node_args, "--token-file", str(cluster_token_file(workdir))]
         self.startup_timeout = startup_timeout
         log_dir = log_dir if log_dir is not None else workdir / "logs"
         ids = [f"n{i}" for i in range(1, size + 1)]
@@ -179,7 +180,7 @@ class LocalCluster:
 
     async def power_loss(self, node_id: str, timeout: float = 10.0) -> int:
         """SIGUSR1 asks the node to drop what it never fsynced and die at once; returns its exit status.
-        Needs the node started with ``--test-power-loss`` (``arm_power_loss``, the default)."""
+        Needs the node armed for it (``arm_power_loss``, the default)."""
         process = self._running_process(node_id)
         process.send_signal(signal.SIGUSR1)
         if self._nodes[node_id].paused:
@@ -215,24 +216,18 @@ class LocalCluster:
 
     async def leader(self) -> str | None:
         """The leader a majority of all nodes currently name for the same term, if there is one."""
-        votes = Counter(
-            (status["leader"]["id"], status["term"])
-            for status in (await self.statuses()).values()
-            if status is not None and status.get("leader")
-        )
-        for (leader_id, _term), count in votes.most_common(1):
-            if count > len(self._nodes) // 2:
-                return str(leader_id)
-        return None
+        leader = agreed_leader((await self.statuses()).values(), len(self._nodes))
+        return None if leader is None else leader[0]
 
     async def wait_for_leader(self, timeout: float = 10.0, *, other_than: str | None = None) -> str:
-        """Poll until a majority agrees on a leader (one that is not ``other_than``, say after killing it);
+        """The id of the leader a majority agrees on (one that is not ``other_than``, say after killing it);
         ClusterError with the last statuses if none in time."""
-        with trio.move_on_after(timeout):
-            while (leader := await self.leader()) is None or leader == other_than:
-                await trio.sleep(POLL_INTERVAL)
-            return leader
-        raise ClusterError(f"no leader agreed by a majority within {timeout}s: {await self.statuses()}")
+        urls = [self.client_url(node_id) for node_id in self._nodes]
+        try:
+            leader_id, _ = await wait_for_leader(urls, timeout, other_than=other_than)
+        except NoLeader as e:
+            raise ClusterError(str(e)) from None
+        return leader_id
 
     def _signal(self, node_id: str, signum: signal.Signals) -> None:
         self._running_process(node_id).send_signal(signum)
@@ -244,20 +239,11 @@ class LocalCluster:
         return process
 
     def _command(self, node: NodeProcess) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "raftkv",
-            "serve",
-            "--id",
-            node.id,
-            "--listen",
-            f"{HOST}:{node.port}",
-            *self.mesh.peer_args(node.id),
-            "--data-dir",
-            str(node.data_dir),
-            *self.node_args,
-        ]
+        listen = f"{HOST}:{node.port}"
+        peers = self.mesh.peer_urls(node.id)
+        return node_command(
+            node.id, listen, node.data_dir, peers, options=self.node_args, launcher=self.launcher
+        )
 
     async def _start_node(self, node: NodeProcess) -> None:
         node.data_dir.mkdir(parents=True, exist_ok=True)

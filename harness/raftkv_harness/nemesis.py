@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 import trio
 
-from raftkv.testing.proxy import BlockMode, Link
+from raftkv_harness.proxy import BlockMode, Link
 
 HEAL_TIMEOUT = 30.0
 

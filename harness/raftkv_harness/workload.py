@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import trio
 
-from raftkv.testing.linearizability import Op, OpKind, Outcome
+from raftkv_harness.linearizability import Op, OpKind, Outcome
 
 FINAL_READ_TIMEOUT = 60.0
 BACKOFF_AFTER_TROUBLE = 0.1  # a client that got no definite answer pauses, so a dead node is not hammered

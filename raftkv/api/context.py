@@ -1,0 +1,65 @@
+"""What every handler is given: the node, the leader router, and the opening every client call shares.
+
+A handler reads its query with ``query``, then ``read`` or ``write`` runs the call where it must run (locally
+for a stale read, on the leader otherwise); whatever cannot be served here leaves as an ``Answer``, so a
+handler only ever deals with the outcome it asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pydantic import BaseModel
+from quart import request
+
+from raftkv import kv
+from raftkv.api.errors import Answer, error_response
+from raftkv.api.models import ReadQuery
+from raftkv.api.router import LeaderRouter
+from raftkv.node import RaftNode
+
+Q = TypeVar("Q", bound=BaseModel)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Api:
+    node: RaftNode[kv.KVStore]
+    router: LeaderRouter
+    max_value_bytes: int
+
+    @property
+    def store(self) -> kv.KVStore:
+        return self.node.machine
+
+    def query(self, model: type[Q]) -> Q:
+        """The request's query string, validated (a 400 names what is wrong)."""
+        return model.model_validate(request.args.to_dict())
+
+    async def read(self, query: ReadQuery, read: Callable[[kv.KVStore], T]) -> T:
+        """``read`` the local store: at once for a stale read, else after a ReadIndex barrier on the leader."""
+        if query.consistency == "stale":
+            return read(self.store)
+
+        async def linearizable() -> T:
+            await self.node.read_barrier()
+            return read(self.store)
+
+        return await self.router.on_leader(query.redirect, linearizable)
+
+    async def write(self, redirect: bool, command: kv.Command) -> kv.WriteResult:
+        """Replicate ``command`` through the leader and return its outcome (InvalidCommand becomes a 400)."""
+        try:
+            if isinstance(command, kv.Put) and (size := kv.value_size(command.value)) > self.max_value_bytes:
+                message = f"the value is {size} bytes of JSON, at most {self.max_value_bytes} allowed"
+                raise Answer(error_response(413, message))
+            data = kv.encode_command(command)
+        except kv.CommandEncodeError as e:
+            raise Answer(error_response(400, str(e))) from None
+        result = await self.router.on_leader(redirect, lambda: self.node.write(data))
+        if isinstance(result, kv.InvalidCommand):
+            raise Answer(error_response(400, f"invalid command: {result.reason}"))
+        assert isinstance(result, kv.WriteResult), result
+        return result
