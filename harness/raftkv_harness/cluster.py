@@ -23,7 +23,14 @@ from typing import Any
 import httpx
 import trio
 
-from raftkv.launch import POLL_INTERVAL, NoLeader, agreed_leader, cluster_token_file, node_command, wait_for_leader
+from raftkv.launch import (
+    POLL_INTERVAL,
+    NoLeader,
+    agreed_leader,
+    cluster_token_file,
+    node_command,
+    wait_for_leader,
+)
 from raftkv_harness import faulty_node
 from raftkv_harness.proxy import ProxyMesh, open_proxy_mesh
 
