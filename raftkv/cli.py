@@ -14,37 +14,29 @@ from raftkv.local_cluster import run_cluster
 from raftkv.serve import serve
 
 USAGE_ERROR = 2  # the exit status of a command that cannot start as asked (argparse uses it too)
+NODE_FAILED = 1  # the exit status of a node that stopped on an error (a broken invariant, a failed disk)
 
-SERVE_SETTINGS = {
-    # flag: help (each --flag-name sets the setting flag_name)
-    "--id": "this node's id",
-    "--listen": "HOST:PORT to serve on (default 127.0.0.1:8080)",
-    "--url": "the URL peers and clients reach this node at (default http(s)://LISTEN)",
-    "--data-dir": "where term, vote, log and snapshots live",
-    "--tick-ms": "length of one Raft tick (default 50)",
-    "--election-ticks": "election timeout in ticks (default 16, randomized x1-2)",
-    "--heartbeat-ticks": "heartbeat interval in ticks (default 2)",
-    "--snapshot-entries": "snapshot after this many applied entries (default 10000)",
-    "--token": "the cluster token, needed on every Raft message and /cluster/* call",
-    "--token-file": "read the cluster token from this file",
-    "--client-token": "a token the client API needs too (default: none)",
-    "--client-token-file": "read the client token from this file",
-    "--cert-file": "serve HTTPS with this certificate (PEM), with --key-file",
-    "--key-file": "the private key of --cert-file (PEM)",
-    "--peer-ca-file": "verify https peers against these CA certificates (PEM)",
-    "--max-value-bytes": "largest value accepted, as JSON (default 1 MiB)",
-    "--max-request-bytes": "largest client request body (default 2 MiB)",
-    "--log-level": "debug, info, warning, error",
-}
-INT_SETTINGS = {"--tick-ms", "--election-ticks", "--heartbeat-ticks", "--snapshot-entries"}
-INT_SETTINGS |= {"--max-value-bytes", "--max-request-bytes"}
-PATH_SETTINGS = {
-    "--data-dir",
-    "--token-file",
-    "--client-token-file",
-    "--cert-file",
-    "--key-file",
-    "--peer-ca-file",
+SERVE_SETTINGS: dict[str, tuple[type, str]] = {
+    # --flag-name sets the setting flag_name: (its type, its help)
+    "--id": (str, "this node's id"),
+    "--listen": (str, "HOST:PORT to serve on (default 127.0.0.1:8080)"),
+    "--url": (str, "the URL peers and clients reach this node at (default http(s)://LISTEN)"),
+    "--data-dir": (Path, "where term, vote, log and snapshots live"),
+    "--tick-ms": (int, "length of one Raft tick (default 50)"),
+    "--election-ticks": (int, "election timeout in ticks (default 16, randomized x1-2)"),
+    "--heartbeat-ticks": (int, "heartbeat interval in ticks (default 2)"),
+    "--snapshot-entries": (int, "snapshot after this many applied entries (default 10000)"),
+    "--token": (str, "the cluster token, needed on every Raft message and /cluster/* call"),
+    "--token-file": (Path, "read the cluster token from this file"),
+    "--client-token": (str, "a token the client API needs too (default: none)"),
+    "--client-token-file": (Path, "read the client token from this file"),
+    "--cert-file": (Path, "serve HTTPS with this certificate (PEM), with --key-file"),
+    "--key-file": (Path, "the private key of --cert-file (PEM)"),
+    "--peer-ca-file": (Path, "verify https peers against these CA certificates (PEM)"),
+    "--max-value-bytes": (int, "largest value accepted, as JSON (default 1 MiB)"),
+    "--max-request-bytes": (int, "largest client request body (default 2 MiB)"),
+    "--read-timeout": (float, "seconds a request body may take to arrive (default 10)"),
+    "--log-level": (str, "debug, info, warning, error"),
 }
 
 
@@ -55,8 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = commands.add_parser("serve", help="run one node")
     s.add_argument("--config", type=Path, help="a TOML file of settings (keys as the flags, with _)")
     s.add_argument("--peer", action="append", default=[], metavar="ID=URL", help="another voter (repeat)")
-    for flag, description in SERVE_SETTINGS.items():
-        kind = int if flag in INT_SETTINGS else Path if flag in PATH_SETTINGS else str
+    for flag, (kind, description) in SERVE_SETTINGS.items():
         s.add_argument(flag, type=kind, help=description)
     s.add_argument(
         "--insecure",
@@ -91,4 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         level=config.log_level.upper(), format=f"%(asctime)s {config.id} %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Raft message is noise
-    trio.run(serve, config)
+    try:
+        trio.run(serve, config)
+    except Exception:
+        logging.getLogger("raftkv").critical("node %s stopped on an error", config.id, exc_info=True)
+        sys.exit(NODE_FAILED)

@@ -78,9 +78,9 @@ def agreed_leader(statuses: Iterable[Mapping[str, Any] | None], members: int) ->
     votes = Counter((s["leader"]["id"], s["term"]) for s in answered if s.get("leader"))
     for (leader_id, term), count in votes.most_common(1):
         if count > members // 2:
-            urls = [s["leader"]["url"] for s in answered if (s.get("leader") or {}).get("id") == leader_id]
-            own = [s["leader"]["url"] for s in answered if s["id"] == leader_id and s["term"] == term]
-            return leader_id, (own or urls)[0]
+            naming = [s for s in answered if s.get("leader") and s["leader"]["id"] == leader_id]
+            own = [s["leader"]["url"] for s in naming if s["id"] == leader_id and s["term"] == term]
+            return leader_id, (own or [s["leader"]["url"] for s in naming])[0]
     return None
 
 

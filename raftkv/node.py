@@ -15,10 +15,11 @@ so everything that arrives while one batch is being fsynced shares the next batc
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -47,6 +48,11 @@ class MessageTransport(Protocol):
 
 class Unavailable(Exception):
     """No leader, no quorum, or no answer in time: the client should retry (HTTP 503)."""
+
+
+class NodeStopped(Exception):
+    """The node hit a broken invariant (an exception from the core, the storage or the state machine) and
+    stops, as etcd panics: carrying on with a half-updated core could break safety. The cause is chained."""
 
 
 @dataclass(slots=True)
@@ -112,6 +118,8 @@ class RaftNode(Generic[M]):
         )
         self._wakeup = trio.Event()
         self._changed = trio.Event()
+        self._failure: BaseException | None = None
+        self._failed = trio.Event()
         self._storage_lock = trio.Lock()
         self._proposals: dict[int, _Waiter] = {}
         self._reads: list[tuple[int, _Waiter]] = []  # waiting for the apply loop to reach an index
@@ -133,14 +141,16 @@ class RaftNode(Generic[M]):
         """Raft messages from a peer, in order (the HTTP handler answers 202 at once; replies travel on
         their own)."""
         for message in messages:
-            self.core.step(message)
+            with self._invariant(f"stepping {message!r:.500}"):
+                self.core.step(message)
         self._wake()
 
     async def write(self, command: bytes) -> object:
         """Replicate an encoded command and return the state machine's outcome once applied here.
 
         Raises NotLeader or Unavailable."""
-        index, term = self.core.propose(command)
+        with self._invariant(f"proposing {command!r:.200}"):
+            index, term = self.core.propose(command)
         waiter = _Waiter(term=term)
         overwritten = self._proposals.get(index)
         if overwritten is not None:  # our earlier proposal at this index was truncated by another leader
@@ -157,7 +167,8 @@ class RaftNode(Generic[M]):
     async def read_barrier(self) -> None:
         """Return once a read of the local store is linearizable (ReadIndex, §6.4 of the Raft thesis)."""
         waiter = _Waiter()
-        self.core.read_index(waiter)
+        with self._invariant("asking for a read index"):
+            self.core.read_index(waiter)
         self._wake()
         await self._wait(waiter, "no quorum confirmed the leadership in time")
 
@@ -210,8 +221,31 @@ class RaftNode(Generic[M]):
             nursery.start_soon(self._ticker)
             nursery.start_soon(self._driver)
             nursery.start_soon(self._apply_loop)
+            nursery.start_soon(self._stop_on_failure)
             self._wake()
             task_status.started()
+
+    async def _stop_on_failure(self) -> None:
+        """A failure seen outside the node's own tasks (in a request handler) ends the nursery from here."""
+        await self._failed.wait()
+        raise NodeStopped(f"node {self.config.id} stopped on a broken invariant") from self._failure
+
+    @contextlib.contextmanager
+    def _invariant(self, doing: str) -> Iterator[None]:
+        """Calls into the core outside the node's tasks: an exception other than NotLeader is a broken
+        invariant, which stops the whole node (the caller sees NodeStopped, never a half-updated core)."""
+        if self._failure is not None:
+            raise NodeStopped(f"node {self.config.id} has stopped") from self._failure
+        try:
+            yield
+        except NotLeader:
+            raise
+        except Exception as e:
+            e.add_note(f"node {self.config.id} was {doing}")
+            log.critical("broken invariant while %s: the node stops", doing, exc_info=e)
+            self._failure = e
+            self._failed.set()
+            raise NodeStopped(f"node {self.config.id} stopped on a broken invariant") from e
 
     async def _ticker(self) -> None:
         interval = self.config.tick_ms / 1000
@@ -259,7 +293,14 @@ class RaftNode(Generic[M]):
         for entry in entries:
             if entry.index <= self.machine.applied_index:
                 continue  # covered by a snapshot restored meanwhile
-            result = self.machine.apply(entry.index, entry.data)
+            try:
+                result = self.machine.apply(entry.index, entry.data)
+            except Exception as e:
+                e.add_note(
+                    f"node {self.config.id} was applying entry {entry.index} (term {entry.term}): "
+                    f"{entry.data!r:.500}"
+                )
+                raise
             waiter = self._proposals.get(entry.index)
             if waiter is None:
                 continue
@@ -336,4 +377,4 @@ def _written(writer: SnapshotWriter) -> bytes:
     return out.getvalue()
 
 
-__all__ = ["NotLeader", "RaftNode", "Unavailable"]
+__all__ = ["NodeStopped", "NotLeader", "RaftNode", "Unavailable"]

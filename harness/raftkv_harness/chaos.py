@@ -23,6 +23,7 @@ from typing import Any
 import trio
 
 from raftkv_harness.cluster import LocalCluster
+from raftkv_harness.faulty_node import Faults
 from raftkv_harness.linearizability import CheckResult, Op, check, format_report, history_to_jsonl
 from raftkv_harness.nemesis import FaultKind, Nemesis, NemesisEvent, NemesisTiming
 from raftkv_harness.workload import (
@@ -259,7 +260,7 @@ async def run_chaos(config: ChaosConfig, progress: Progress = print_progress) ->
             size=config.nodes,
             seed=config.seed,
             node_args=config.node_args,
-            unsafe_local_reads=config.unsafe_local_reads,
+            faults=Faults(power_loss=True, unsafe_local_reads=config.unsafe_local_reads),
             log_dir=config.out / "logs",
         ) as cluster:
             first = await cluster.wait_for_leader(timeout=STARTUP_LEADER_TIMEOUT)

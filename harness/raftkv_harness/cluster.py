@@ -31,7 +31,7 @@ from raftkv.launch import (
     node_command,
     wait_for_leader,
 )
-from raftkv_harness import faulty_node
+from raftkv_harness.faulty_node import POWER_LOSS_ONLY, Faults
 from raftkv_harness.proxy import ProxyMesh, open_proxy_mesh
 
 HOST = "127.0.0.1"
@@ -97,12 +97,11 @@ class LocalCluster:
         node_args: Sequence[str] = (),
         log_dir: Path | None = None,
         startup_timeout: float = 20.0,
-        arm_power_loss: bool = True,
-        unsafe_local_reads: bool = False,
+        faults: Faults = POWER_LOSS_ONLY,
     ) -> None:
         self.workdir = workdir
         self.seed = seed
-        self.launcher = faulty_node.launcher(power_loss=arm_power_loss, unsafe_local_reads=unsafe_local_reads)
+        self.launcher = faults.launcher()
         self.node_args = [*node_args, "--token-file", str(cluster_token_file(workdir))]
         self.startup_timeout = startup_timeout
         log_dir = log_dir if log_dir is not None else workdir / "logs"
@@ -187,7 +186,7 @@ class LocalCluster:
 
     async def power_loss(self, node_id: str, timeout: float = 10.0) -> int:
         """SIGUSR1 asks the node to drop what it never fsynced and die at once; returns its exit status.
-        Needs the node armed for it (``arm_power_loss``, the default)."""
+        Needs the node armed for it (``Faults.power_loss``, the default)."""
         process = self._running_process(node_id)
         process.send_signal(signal.SIGUSR1)
         if self._nodes[node_id].paused:

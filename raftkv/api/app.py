@@ -19,6 +19,7 @@ from werkzeug.routing import PathConverter
 
 from raftkv import kv
 from raftkv.api import docs, kv_routes, ops_routes, raft_routes
+from raftkv.api.asgi import ShieldLastSend
 from raftkv.api.binding import bind
 from raftkv.api.context import Api
 from raftkv.api.errors import error_response, install_error_handlers
@@ -75,12 +76,16 @@ def create_app(node: RaftNode[kv.KVStore]) -> QuartTrio:
         stalls the next request on a connection whose body was not consumed), and once shutdown began,
         close each connection after its answer (peers keep theirs busy with heartbeats, and the server would
         otherwise wait for them until its graceful timeout)."""
-        with contextlib.suppress(RequestEntityTooLarge, RequestTimeout):  # already answered: nothing to read
+        if response.status_code in (408, 413):  # the body is too slow or too large: do not wait for it
+            response.headers["Connection"] = "close"
+            return response
+        with contextlib.suppress(RequestEntityTooLarge, RequestTimeout):
             await request.get_data()
-        if app.config.get(DRAINING) or response.status_code in (408, 413):
+        if app.config.get(DRAINING):
             response.headers["Connection"] = "close"
         return response
 
+    app.asgi_app = ShieldLastSend(app.asgi_app)  # type: ignore[method-assign]
     bind(
         app,
         docs.SPEC,

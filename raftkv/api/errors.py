@@ -14,6 +14,8 @@ from pydantic import BaseModel, ValidationError
 from quart import Quart, Response
 from werkzeug.exceptions import HTTPException
 
+from raftkv.node import NodeStopped
+
 logger = logging.getLogger(__name__)
 
 JSON_MEDIA_TYPE = "application/json"
@@ -62,6 +64,13 @@ async def _undecodable_body(error: ValueError) -> Response:
     return error_response(400, f"malformed body: {error}")
 
 
+async def _node_stopped(error: NodeStopped) -> Response:
+    """The node hit a broken invariant and is stopping: nothing of this request's effect can be trusted."""
+    response = error_response(503, "the node stopped on an internal error; try another node")
+    response.headers["Connection"] = "close"
+    return response
+
+
 async def _unexpected_error(error: Exception) -> Response:
     """A bug: log it with its traceback and still answer JSON."""
     logger.error("unhandled error while serving a request", exc_info=error)
@@ -71,6 +80,7 @@ async def _unexpected_error(error: Exception) -> Response:
 def install_error_handlers(app: Quart) -> None:
     """Make every error of ``app`` a JSON answer (the most specific handler wins, by exception class)."""
     app.register_error_handler(Answer, _answer)
+    app.register_error_handler(NodeStopped, _node_stopped)
     app.register_error_handler(HTTPException, _http_exception)
     app.register_error_handler(ValidationError, _validation_error)
     app.register_error_handler(json.JSONDecodeError, _undecodable_body)
