@@ -1,11 +1,11 @@
-"""The Trio runtime of one node: the only module that knows about Trio, time and threads.
+"""The Trio runtime of one node: it drives the sans-IO core with real time, storage and peers.
 
 ``RaftNode.run`` opens one nursery that owns every task of the node:
 
 - the *ticker* feeds the sans-IO core a tick at each deadline (``trio.sleep_until``, no polling);
 - the *driver* turns each ``Ready`` batch into effects in the order Raft demands: persist (fsync, in a worker
   thread so the loop never stalls), then hand messages to the transport, then pass committed entries to ...
-- the *apply loop*, which applies them to the key-value store in order, answers the clients waiting on them,
+- the *apply loop*, which applies them to the state machine in order, answers the clients waiting on them,
   releases linearizable reads and takes snapshots;
 - the transport's one sender per peer (see ``transport.py``).
 
@@ -80,6 +80,13 @@ class _ApplyWork:
 
 M = TypeVar("M", bound=StateMachine)
 T = TypeVar("T")
+APPLY_BACKLOG = 1024
+"""Ready batches the driver may hand the apply loop ahead of it; beyond that the driver waits, which slows
+intake to the pace of applying rather than queueing without bound."""
+READY_PATIENCE = 1.0
+"""Seconds /readyz waits for entries already committed to be applied: longer than a busy apply loop needs,
+shorter than a probe's timeout."""
+
 RunBlocking = Callable[..., Awaitable[Any]]
 """How the node runs blocking disk and CPU work: in a worker thread (``trio.to_thread.run_sync``); tests on a
 mock clock run it inline so virtual time cannot move while it runs."""
@@ -123,7 +130,7 @@ class RaftNode(Generic[M]):
         self._storage_lock = trio.Lock()
         self._proposals: dict[int, _Waiter] = {}
         self._reads: list[tuple[int, _Waiter]] = []  # waiting for the apply loop to reach an index
-        self._apply_send, self._apply_recv = trio.open_memory_channel[_ApplyWork](1024)
+        self._apply_send, self._apply_recv = trio.open_memory_channel[_ApplyWork](APPLY_BACKLOG)
 
     # --- what the HTTP layer calls ---------------------------------------------------------------------
 
@@ -198,7 +205,7 @@ class RaftNode(Generic[M]):
         self._release_reads()
         await waiter.done.wait()
 
-    async def ready_to_serve(self, patience: float = 1.0) -> bool:
+    async def ready_to_serve(self, patience: float = READY_PATIENCE) -> bool:
         """Knows a leader and has applied everything it knew to be committed when asked. Entries on their
         way through the apply loop get ``patience`` seconds; a node replaying a long log gets a no."""
         if self.leader is None:

@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 DEFAULT_PORTS = {"http": 80, "https": 443}
 QUEUE_LIMIT = 512  # messages waiting per peer; more are dropped (the core resends what matters)
 RECEIVE_BYTES = 65536  # one read of an answer: a status line and a few headers fit many times over
-MAX_BACKOFF = 1.0
+FIRST_BACKOFF = 0.05  # seconds after a first failure: one heartbeat interval (100 ms) of tries is kept
+MAX_BACKOFF = 1.0  # doubling up to this: a peer that comes back is reached within a second
 
 
 class PeerError(Exception):
@@ -162,7 +163,7 @@ class Transport:
                         e,
                     )
                     self.on_unreachable(peer)
-                    backoff = min(MAX_BACKOFF, max(0.05, backoff * 2))
+                    backoff = min(MAX_BACKOFF, max(FIRST_BACKOFF, backoff * 2))
                     await trio.sleep(backoff)
                     _take_queued(receive)  # stale by now: the core resends what still matters
         finally:

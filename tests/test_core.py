@@ -95,6 +95,7 @@ def settle(cluster: Cluster, leader: str = "n1") -> None:
 
 
 def test_committed_entries_are_applied_once_in_order() -> None:
+    """§5.3, Figure 2 (all servers): committed entries are applied in log order, each once."""
     cluster = elected()
     for command in (b"a", b"b"):
         cluster.act("n1", partial(Raft.propose, data=command))
@@ -106,6 +107,7 @@ def test_committed_entries_are_applied_once_in_order() -> None:
 
 
 def test_a_higher_term_in_any_message_makes_a_node_follow_it() -> None:
+    """§5.1, Figure 2 (all servers): a message of a higher term makes any node a follower of that term."""
     cluster = elected()
     cluster.deliver(AppendEntriesReply(term=7, src="n2", dst="n1", success=False, match_index=0))
     leader = cluster.raft("n1")
@@ -116,6 +118,7 @@ def test_a_higher_term_in_any_message_makes_a_node_follow_it() -> None:
 
 
 def test_a_follower_that_hears_from_its_leader_never_campaigns() -> None:
+    """§5.2: a follower that keeps hearing from a valid leader stays a follower."""
     follower = make("n1", term=1)
     for tick in range(100):
         follower.tick()
@@ -125,6 +128,7 @@ def test_a_follower_that_hears_from_its_leader_never_campaigns() -> None:
 
 
 def test_a_candidate_bumps_its_term_votes_for_itself_persists_and_asks_everyone() -> None:
+    """§5.2, Figure 2 (candidates): on its election timeout a follower starts an election."""
     candidate = make("n1", term=3, pre_vote=False)
     ready = run_out_timer(candidate)
     assert candidate.role is Role.CANDIDATE
@@ -135,6 +139,7 @@ def test_a_candidate_bumps_its_term_votes_for_itself_persists_and_asks_everyone(
 
 
 def test_pre_vote_asks_for_the_next_term_without_taking_it() -> None:
+    """Thesis §9.6: a pre-vote asks whether an election could be won before disturbing anyone."""
     node = make("n1", term=3)
     ready = run_out_timer(node)
     assert (node.role, node.term, ready.hard_state) == (Role.PRE_CANDIDATE, 3, None)
@@ -142,6 +147,7 @@ def test_pre_vote_asks_for_the_next_term_without_taking_it() -> None:
 
 
 def test_votes_of_a_majority_make_a_leader_that_appends_a_noop_and_replicates_it() -> None:
+    """§5.2, thesis §6.4: a majority's votes make a leader, which commits a no-op of its term."""
     cluster = Cluster(3)
     leader = cluster.elect("n1", voters=["n2"])
     assert leader.role is Role.LEADER
@@ -150,6 +156,7 @@ def test_votes_of_a_majority_make_a_leader_that_appends_a_noop_and_replicates_it
 
 
 def test_a_candidate_yields_to_a_leader_of_its_term() -> None:
+    """§5.2: a candidate that hears from a leader of its own term becomes its follower."""
     candidate = make("n1", pre_vote=False)
     run_out_timer(candidate)
     candidate.step(AppendEntries(candidate.term, "n2", "n1", 0, 0, (), 0))
@@ -157,6 +164,7 @@ def test_a_candidate_yields_to_a_leader_of_its_term() -> None:
 
 
 def test_a_candidate_that_times_out_starts_a_new_election() -> None:
+    """§5.2: a split vote ends in a timeout and a new election with a new term."""
     candidate = make("n1", pre_vote=False)
     run_out_timer(candidate)
     first = candidate.term
@@ -168,6 +176,7 @@ def test_a_candidate_that_times_out_starts_a_new_election() -> None:
 
 
 def test_a_leader_applies_a_command_only_after_a_quorum_stored_it() -> None:
+    """§5.3: an entry is committed once stored on a majority, and only then applied."""
     cluster = elected()
     index, _ = cluster.act("n1", lambda raft: raft.propose(b"x"))
     assert cluster.nodes["n1"].machine.applied_index < index
@@ -186,6 +195,7 @@ def crash_n3_while_n1_commits(cluster: Cluster) -> None:
 
 
 def test_a_leader_repairs_a_follower_that_missed_everything() -> None:
+    """§5.3: the leader backs nextIndex up until the logs match, then fills the follower in."""
     cluster = elected()
     crash_n3_while_n1_commits(cluster)
     cluster.restart("n3")
@@ -208,6 +218,7 @@ def catch_up(cluster: Cluster) -> list[AnyMessage]:
 
 
 def test_followers_that_disagree_are_rolled_back_to_the_leader_log() -> None:
+    """§5.3, Figure 7: conflicting suffixes of followers are overwritten by the leader's log."""
     # Figure 7: a follower with extra uncommitted entries of an old term.
     leader = make("n1", term=3, entries=log_of(1, 1, 3), commit=0, pre_vote=False)
     run_out_timer(leader)
@@ -230,6 +241,7 @@ def test_followers_that_disagree_are_rolled_back_to_the_leader_log() -> None:
 
 
 def test_append_from_an_older_term_is_refused_with_our_term() -> None:
+    """Figure 2 (AppendEntries receiver, 1): reply false if term < currentTerm."""
     follower = make("n1", term=5)
     follower.step(append(3, (0, 0), log_of(3)))
     reply = only(follower.ready())
@@ -239,6 +251,7 @@ def test_append_from_an_older_term_is_refused_with_our_term() -> None:
 
 
 def test_append_that_does_not_match_at_prev_is_refused_with_a_conflict_hint() -> None:
+    """Figure 2 (AppendEntries receiver, 2), §5.3: refuse a mismatch at prevLogIndex, with the conflict hint."""
     follower = make("n1", term=3, entries=log_of(1, 2, 2))
     follower.step(append(3, (3, 3), (Entry(4, 3),)))
     reply = only(follower.ready())
@@ -248,6 +261,7 @@ def test_append_that_does_not_match_at_prev_is_refused_with_a_conflict_hint() ->
 
 
 def test_a_conflicting_entry_and_all_after_it_are_deleted() -> None:
+    """Figure 2 (AppendEntries receiver, 3): a conflicting entry and all that follow it are deleted."""
     follower = make("n1", term=2, entries=log_of(1, 1, 1))
     follower.step(append(2, (1, 1), (Entry(2, 2, b"new"),)))
     assert [(e.index, e.term) for e in follower.log.entries] == [(1, 1), (2, 2)]
@@ -255,6 +269,7 @@ def test_a_conflicting_entry_and_all_after_it_are_deleted() -> None:
 
 
 def test_commit_follows_the_leader_but_not_past_the_last_new_entry() -> None:
+    """Figure 2 (AppendEntries receiver, 5): commitIndex = min(leaderCommit, index of last new entry)."""
     follower = make("n1", term=1, entries=log_of(1, 1, 1, 1))
     follower.step(append(1, (0, 0), log_of(1, 1), commit=4))
     assert follower.log.committed == 2  # entries 3 and 4 were not vouched for by this message
@@ -275,12 +290,14 @@ def granted(node: Raft, request: RequestVote) -> bool:
 
 
 def test_a_vote_request_of_an_older_term_is_not_granted() -> None:
+    """Figure 2 (RequestVote receiver, 1): reply false if term < currentTerm."""
     node = make("n1", term=5)
     node.step(vote_request(4, "n2", (9, 4)))
     assert not any(isinstance(m, RequestVoteReply) and m.granted for m in node.ready().messages)
 
 
 def test_one_vote_per_term() -> None:
+    """§5.2, Figure 2 (RequestVote receiver, 2): at most one vote per term, first come first served."""
     node = make("n1", term=1)
     assert granted(node, vote_request(2, "n2", (0, 0)))
     assert granted(node, vote_request(2, "n2", (0, 0)))  # a retried request gets the same answer
@@ -291,6 +308,7 @@ def test_one_vote_per_term() -> None:
     ("last", "expected"), [((5, 1), False), ((1, 2), False), ((2, 2), True), ((1, 3), True)]
 )
 def test_a_vote_needs_a_log_at_least_as_up_to_date(last: tuple[int, int], expected: bool) -> None:
+    """§5.4.1: a vote goes only to a candidate whose log is at least as up to date."""
     node = make("n1", term=2, entries=log_of(1, 2))
     assert granted(node, vote_request(3, "n2", last)) is expected
 
@@ -299,6 +317,7 @@ def test_a_vote_needs_a_log_at_least_as_up_to_date(last: tuple[int, int], expect
 
 
 def test_a_vote_is_persisted_with_its_term_before_it_is_sent_and_survives_a_crash() -> None:
+    """Figure 2 (persistent state): votedFor reaches stable storage before the vote is sent."""
     cluster = Cluster(3, pre_vote=False)
     cluster.deliver(RequestVote(4, "n2", "n1", 0, 0))
     store = cluster.nodes["n1"].store.load()
@@ -312,6 +331,7 @@ def test_a_vote_is_persisted_with_its_term_before_it_is_sent_and_survives_a_cras
 
 
 def test_a_single_ready_carries_the_new_term_and_the_vote_together() -> None:
+    """Figure 2 (persistent state): a term and the vote cast in it are persisted as one."""
     node = make("n1", term=1)
     node.step(vote_request(6, "n2", (0, 0)))
     ready = node.ready()
@@ -320,6 +340,7 @@ def test_a_single_ready_carries_the_new_term_and_the_vote_together() -> None:
 
 
 def test_a_late_or_duplicated_append_whose_entries_match_never_truncates() -> None:
+    """Figure 2 (AppendEntries receiver, 3): only a *conflicting* entry truncates; a stale duplicate must not."""
     follower = make("n1", term=1)
     early = append(1, (0, 0), log_of(1, 1))
     follower.step(early)
@@ -333,6 +354,7 @@ def test_a_late_or_duplicated_append_whose_entries_match_never_truncates() -> No
 
 
 def test_vote_replies_from_an_older_term_are_ignored() -> None:
+    """§5.1: replies of an older term are stale and ignored."""
     candidate = make("n1", FIVE, term=1, pre_vote=False)
     run_out_timer(candidate)  # candidate of term 2
     run_out_timer(candidate)  # no answers: candidate of term 3
@@ -345,6 +367,7 @@ def test_vote_replies_from_an_older_term_are_ignored() -> None:
 
 
 def test_a_leader_commit_never_moves_backwards() -> None:
+    """§5.3: the commit index only grows."""
     cluster = elected()
     cluster.act("n1", lambda raft: raft.propose(b"x"))
     cluster.deliver_all()
@@ -398,6 +421,7 @@ def figure_8(cluster: Cluster) -> int:
 
 
 def test_figure_8_an_old_term_entry_is_not_committed_by_counting_replicas() -> None:
+    """§5.4.2, Figure 8: a leader never commits an entry of an older term by counting replicas."""
     cluster = Cluster(5, max_batch_entries=1, pre_vote=False, check_quorum=False)
     cluster.elect("n1")
     assert figure_8(cluster) == 1, "an entry of an older term was committed by counting replicas"
@@ -407,6 +431,7 @@ def test_figure_8_an_old_term_entry_is_not_committed_by_counting_replicas() -> N
 
 
 def test_figure_8_with_commit_by_counting_breaks_safety(monkeypatch: pytest.MonkeyPatch) -> None:
+    """§5.4.2, Figure 8: without that rule a committed entry is overwritten."""
     monkeypatch.setattr(Raft, "_may_commit", lambda self, index: True)
     cluster = Cluster(5, max_batch_entries=1, pre_vote=False, check_quorum=False)
     cluster.elect("n1")
@@ -415,6 +440,7 @@ def test_figure_8_with_commit_by_counting_breaks_safety(monkeypatch: pytest.Monk
 
 
 def test_a_stale_leader_after_a_partition_commits_nothing_and_steps_down() -> None:
+    """§5.1, §5.4.2: a leader cut off commits nothing, and steps down when it hears the newer term."""
     cluster = elected(check_quorum=False)
     old = cluster.raft("n1")
     cluster.elect("n2", voters=["n3"])  # n1 is cut off and does not notice
@@ -432,6 +458,7 @@ def test_a_stale_leader_after_a_partition_commits_nothing_and_steps_down() -> No
 
 
 def test_check_quorum_makes_a_cut_off_leader_step_down() -> None:
+    """Thesis §6.2: a leader that has not heard from a majority for an election timeout steps down."""
     cluster = elected()
     leader = cluster.raft("n1")
     cluster.tick("n1", 2 * leader.config.election_ticks)
@@ -455,6 +482,7 @@ def isolate_and_rejoin(cluster: Cluster) -> int:
 
 
 def test_pre_vote_stops_a_rejoining_node_from_disrupting_the_leader() -> None:
+    """Thesis §9.6: a rejoining node's pre-vote fails, so the healthy leader keeps its term."""
     cluster = elected()
     term = isolate_and_rejoin(cluster)
     assert term == 1, "pre-vote kept the isolated node's term"
@@ -465,12 +493,14 @@ def test_pre_vote_stops_a_rejoining_node_from_disrupting_the_leader() -> None:
 
 
 def test_without_pre_vote_a_rejoining_node_does_disrupt() -> None:
+    """Thesis §9.6: without pre-vote, the rejoining node's higher term deposes the leader."""
     cluster = elected(pre_vote=False, check_quorum=False)
     assert isolate_and_rejoin(cluster) > 1
     assert cluster.raft("n1").term > 1 and cluster.raft("n1").role is not Role.LEADER
 
 
 def test_a_follower_far_behind_is_caught_up_by_snapshot() -> None:
+    """§7: a follower that needs compacted entries receives the leader's snapshot."""
     cluster = elected()
     crash_n3_while_n1_commits(cluster)
     cluster.nodes["n1"].compact()
@@ -482,6 +512,7 @@ def test_a_follower_far_behind_is_caught_up_by_snapshot() -> None:
 
 
 def test_leadership_transfer_hands_over_to_the_target() -> None:
+    """Thesis §3.10: the leader brings the target up to date, then TimeoutNow starts its election."""
     cluster = elected()
     cluster.act("n1", lambda raft: raft.transfer_leadership("n2"))
     with pytest.raises(NotLeader):
@@ -491,6 +522,7 @@ def test_leadership_transfer_hands_over_to_the_target() -> None:
 
 
 def test_read_index_answers_at_the_commit_index_after_a_quorum_round() -> None:
+    """Thesis §6.4: ReadIndex -- record the commit index, confirm leadership with a quorum round."""
     cluster = elected()
     cluster.read("n1", "r")
     assert cluster.nodes["n1"].answered_reads == []
@@ -507,6 +539,7 @@ def snapshot_to_send(cluster: Cluster) -> None:
 
 
 def test_a_snapshot_in_flight_is_not_resent_on_every_heartbeat() -> None:
+    """§7: one InstallSnapshot in flight per follower; heartbeats do not resend it."""
     cluster = elected()
     snapshot_to_send(cluster)
     held: list[AnyMessage] = []  # n3 is slow to install the snapshot: its first copy is held back
@@ -524,6 +557,7 @@ def test_a_snapshot_in_flight_is_not_resent_on_every_heartbeat() -> None:
 
 
 def test_read_rounds_do_not_count_as_a_stalled_follower() -> None:
+    """Thesis §6.4: ReadIndex heartbeats do not hurry the leader's stall detection."""
     cluster = elected()
     cluster.act("n1", partial(Raft.propose, data=b"in flight"))
     in_flight = cluster.take(lambda m: isinstance(m, AppendEntries) and m.dst == "n3" and bool(m.entries))

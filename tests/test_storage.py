@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -298,14 +297,14 @@ def test_simulated_power_loss_with_a_torn_tail_recovers(data_dir: Path, seed: in
     assert_stored(reopened, lambda: FileStorage(data_dir), expected).close()
 
 
-def test_load_of_100k_entries_is_fast(storage: FileStorage, data_dir: Path) -> None:
+def test_100k_entries_in_200_saves_load_back_whole(storage: FileStorage, data_dir: Path) -> None:
+    """(How fast they load is measured by ``tools/bench storage``, not asserted here.)"""
     for first in range(1, 100_000, 500):
         storage.save(HardState(1, "n1", first), entries(first, first + 499), None)
     storage.close()
-    started = time.perf_counter()
     loaded = FileStorage(data_dir).load()
-    assert time.perf_counter() - started < 1.0
-    assert len(loaded.entries) == 100_000
+    assert [entry.index for entry in loaded.entries] == list(range(1, 100_001))
+    assert loaded.hard_state == HardState(1, "n1", 99_501)
 
 
 # --- the simulated disk, and FileStorage on it through power cuts at every operation ---------------------

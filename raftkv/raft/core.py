@@ -262,6 +262,18 @@ class Raft:
             self._start_election(transfer=True)
 
     def _handle_request_vote(self, m: RequestVote) -> None:
+        """Grant a vote (Figure 2, RequestVote receiver), clause by clause:
+
+        - a request of an older term was already answered with our term in ``step``; one of a newer term made
+          us a follower of that term there, so here ``m.term == self.term`` (for a real vote);
+        - we vote at most once per term: only if we have not voted yet, or voted for this very candidate (a
+          retransmitted request must get the same answer) -- §5.2;
+        - only for a candidate whose log is at least as up to date as ours, so that a leader always holds every
+          committed entry (§5.4.1, the election restriction);
+        - a pre-vote (thesis §9.6) changes nothing here: it is granted for a term above ours on the same log
+          rule, and neither records a vote nor moves our term, so asking costs the cluster nothing;
+        - granting a vote resets our election timer, so we do not start a competing election at once.
+        """
         up_to_date = self._log_up_to_date(m)
         if m.pre_vote:
             granted = m.term > self.term and up_to_date
@@ -332,6 +344,15 @@ class Raft:
         return self.log.first_index_of_term(prev_index), self.log.term_at(prev_index) or 0
 
     def _handle_snapshot(self, m: InstallSnapshot) -> None:
+        """Take the leader's snapshot (§7, InstallSnapshot receiver), in one of three ways:
+
+        - it covers nothing we have not committed: ignore it (our state is at least as new) and tell the leader
+          our commit index, from which it resumes with entries;
+        - we hold its last entry (same index and term): by log matching everything up to it is the leader's
+          too, so commit up to it and keep the entries after it, which may be valid (receiver step 6);
+        - otherwise our log is behind or diverges there: discard the whole log and restore from the snapshot
+          (receiver steps 7 and 8); the driver then persists it and rebuilds the state machine from it.
+        """
         self._accept_leader(m.src)
         snap = m.snapshot
         if snap.index <= self.log.committed:
@@ -380,6 +401,22 @@ class Raft:
         self._send_append(peer)
 
     def _on_append_reject(self, peer: NodeId, pr: Progress, m: AppendEntriesReply) -> None:
+        """Back ``next`` up after a rejected AppendEntries (§5.3), a whole term per round trip.
+
+        A rejection that does not answer our latest probe (an older one, reordered) is ignored. Otherwise the
+        follower's hint says where its log diverges: ``conflict_term`` is the term it holds at the rejected
+        ``prev_index`` and ``conflict_index`` the first index it holds of that term (or, with term 0, its log
+        end + 1). If our log has that term too, resume just after our last entry of it; if not, resume at the
+        follower's first index of it, skipping the whole run. Worked example -- our log holds terms
+        ``1 1 1 4 4 5 5`` at indices 1..7, the follower's ``1 1 1 2 2 2 3 3``; we probe at prev 7 (term 5):
+
+        - the follower holds term 3 at 7, whose first index is 7: hint (7, term 3). We have no term 3, so
+          next = 7 and we probe at prev 6 (term 5);
+        - it holds term 2 at 6, first at 4: hint (4, term 2). We have no term 2: next = 4, prev 3 (term 1);
+        - it holds term 1 at 3: a match. It takes our 4..7 and drops its own 4..8.
+
+        Three round trips instead of five; ``min(..., rejected)`` keeps ``next`` from ever moving forward.
+        """
         rejected = m.match_index
         stale = rejected <= pr.match or (pr.state is ProgressState.PROBE and rejected != pr.next - 1)
         if stale:

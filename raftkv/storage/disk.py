@@ -52,9 +52,14 @@ class Disk(Protocol):
     def close(self) -> None: ...
 
 
+ZEROED_TAIL_CHANCE = 0.25
+"""How often a simulated torn tail reads back as zeros (a file extended before its data landed) rather than
+as a prefix of what was written: often enough that every power-loss test run meets both."""
+
+
 def choose_torn_tail(unsynced: int, rng: random.Random) -> tuple[int, bool]:
     """How many of ``unsynced`` trailing bytes survive a power cut, and whether they read back as zeros."""
-    return rng.randint(0, unsynced), rng.random() < 0.25
+    return rng.randint(0, unsynced), rng.random() < ZEROED_TAIL_CHANCE
 
 
 @dataclass
