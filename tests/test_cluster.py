@@ -24,12 +24,6 @@ async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
         yield c
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
-        yield client
-
-
 async def put(http: httpx.AsyncClient, url: str, key: str, value: object) -> httpx.Response:
     return await http.put(f"{url}/kv/{key}", json={"value": value})
 

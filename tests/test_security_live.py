@@ -33,12 +33,6 @@ async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
         yield c
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
-        yield client
-
-
 async def statuses(cluster: LocalCluster) -> dict[str, dict[str, Any]]:
     found = await cluster.statuses()
     assert all(status is not None for status in found.values()), found

@@ -8,7 +8,24 @@ AppendEntries round (group commit).
 
 Beyond the paper's Figure 2 this implements: pre-vote and check-quorum (§9.6), the leader's no-op on election,
 the conflict hint for fast log backtracking (§5.3), pipelined replication with a bounded window per follower,
-ReadIndex for linearizable reads (§6.4), snapshots (§7) and leadership transfer (§3.10 of the thesis).
+ReadIndex for linearizable reads (§6.4), snapshots (§7), leadership transfer (§3.10 of the thesis) and
+membership changes (chapter 4: learners, single-server changes and joint consensus).
+
+Membership: configurations are log entries and take effect when *appended*, not when committed (thesis §4.1),
+so every decision -- who may campaign, whose votes count, what a quorum is, who is replicated to -- uses the
+latest configuration in this server's log (``self.membership``); a truncated configuration stops counting
+with the entry. That choice keeps the safety argument the thesis's own, and needs only these rules (§4.2):
+
+- one change at a time: no configuration is appended while an earlier one is uncommitted, and a change of
+  voters is one server at a time unless it goes through a joint configuration (``check_change``);
+- no change before the leader has committed an entry of its own term (Ongaro's fix of 2015): an uncommitted
+  configuration of an earlier leader may still be in force on some servers, and must be settled first;
+- while joint (C_old,new), elections and commitment need a majority of C_old *and* of C_new; the leader
+  appends C_new on its own once C_old,new is committed;
+- a leader that is not a voter in its configuration replicates and commits without counting itself, and once
+  that configuration is committed it hands leadership to a voter and steps down (§4.2.2);
+- a server that is not a voter (a learner, or one that was removed) never campaigns; removed servers that do
+  not know it yet are kept from disrupting the cluster by the leader lease of check-quorum (§4.2.3).
 """
 
 from __future__ import annotations
@@ -19,11 +36,13 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from raftkv.raft.log import RaftLog
+from raftkv.raft.membership import Membership, MembershipError, check_change
 from raftkv.raft.types import (
     AnyMessage,
     AppendEntries,
     AppendEntriesReply,
     Entry,
+    EntryKind,
     HardState,
     InstallSnapshot,
     NodeId,
@@ -40,10 +59,10 @@ from raftkv.raft.types import (
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """Static settings of one node. Times are in ticks; the driver decides how long a tick is."""
+    """Static settings of one node. Times are in ticks; the driver decides how long a tick is. Who the other
+    members are is not a setting: it is the configuration in the log (see ``bootstrap``)."""
 
     id: NodeId
-    voters: tuple[NodeId, ...]
     election_ticks: int = 10
     heartbeat_ticks: int = 1
     max_batch_entries: int = 512
@@ -53,10 +72,19 @@ class Config:
     check_quorum: bool = True
 
     def __post_init__(self) -> None:
-        if self.id not in self.voters:
-            raise ValueError(f"{self.id!r} must be one of the voters {self.voters}")
         if not 0 < self.heartbeat_ticks < self.election_ticks:
             raise ValueError("need 0 < heartbeat_ticks < election_ticks")
+
+
+def bootstrap(membership: Membership) -> PersistentState:
+    """The persistent state of a member of a new cluster: an empty log whose first configuration is
+    ``membership`` (a snapshot at index 0, which holds no state). Every founding member starts from the same
+    voters; a server that joins later starts from nothing and learns the configuration from the leader."""
+    return PersistentState(snapshot=Snapshot(0, 0, membership))
+
+
+class MembershipChangeRefused(Exception):
+    """A configuration change that cannot be made now (or ever); the message says why."""
 
 
 class NotLeader(Exception):
@@ -134,12 +162,19 @@ class Raft:
     # --- public API ------------------------------------------------------------------------------------
 
     @property
-    def peers(self) -> tuple[NodeId, ...]:
-        return tuple(v for v in self.config.voters if v != self.id)
+    def membership(self) -> Membership:
+        """The configuration this server acts on: the latest in its log (thesis §4.1)."""
+        return self.log.membership
 
     @property
-    def quorum(self) -> int:
-        return len(self.config.voters) // 2 + 1
+    def peers(self) -> tuple[NodeId, ...]:
+        """Every other member, voter or learner: whom a leader replicates to."""
+        return tuple(sorted(self.membership.members - {self.id}))
+
+    @property
+    def promotable(self) -> bool:
+        """Whether this server may campaign: only voters do (learners and removed servers never)."""
+        return self.membership.is_voter(self.id)
 
     @property
     def hard_state(self) -> HardState:
@@ -149,19 +184,33 @@ class Raft:
         """Advance logical time by one tick: elections for followers, heartbeats and check-quorum for leaders."""
         if self.role is Role.LEADER:
             self._tick_leader()
-        else:
+        elif self.promotable:
             self.election_elapsed += 1
             if self.election_elapsed >= self.randomized_timeout:
                 self._start_election(transfer=False)
+        else:
+            self.election_elapsed += 1  # a learner still tracks how recently it heard from a leader
 
     def propose(self, data: bytes) -> tuple[int, int]:
         """Append a command to the leader's log; returns its (index, term). It is committed when an entry with
         that index *and* term is applied; a different term at that index means the proposal was lost."""
-        if self.role is not Role.LEADER or self.transfer_target is not None:
-            raise NotLeader(self.leader_id if self.role is not Role.LEADER else None)
+        self._check_leading()
         entry = Entry(index=self.log.last_index + 1, term=self.term, data=data)
         self._append_own([entry])
         return entry.index, entry.term
+
+    def change_membership(self, target: Membership) -> tuple[int, int]:
+        """Append ``target`` as the next configuration; returns its (index, term), like ``propose``. Raises
+        NotLeader, or MembershipChangeRefused when the change is not allowed now (see the module docstring)."""
+        self._check_leading()
+        refusal = self._change_refusal()
+        if refusal is not None:
+            raise MembershipChangeRefused(refusal)
+        try:
+            check_change(self.membership, target)
+        except MembershipError as e:
+            raise MembershipChangeRefused(str(e)) from None
+        return self._append_membership(target)
 
     def read_index(self, ctx: object) -> None:
         """Ask for a linearizable read point (§6.4): a ReadState for ``ctx`` appears in a later Ready once a
@@ -177,7 +226,7 @@ class Raft:
         """Hand leadership to ``target`` once its log is caught up (proposals pause meanwhile)."""
         if self.role is not Role.LEADER:
             raise NotLeader(self.leader_id)
-        if target not in self.progress:
+        if target not in self.progress or not self.membership.is_voter(target):
             raise ValueError(f"{target!r} is not a voting peer")
         self.transfer_target = target  # abandoned at the next check-quorum boundary if it has not happened
         if self.progress[target].match == self.log.last_index:
@@ -191,9 +240,14 @@ class Raft:
         if pr is not None and pr.state is ProgressState.REPLICATE:
             pr.become_probe(pr.match + 1)
 
-    def compact(self, index: int, data: bytes) -> Snapshot:
-        """Replace the log up to ``index`` (already applied into ``data``) by a snapshot; the caller persists it."""
-        return self.log.compact(index, data)
+    def snapshot_at(self, index: int) -> Snapshot:
+        """The description of a snapshot of the state machine at ``index`` (applied already): the caller
+        writes the state machine's data under it, then calls ``compact``."""
+        return self.log.snapshot_at(index)
+
+    def compact(self, snapshot: Snapshot) -> None:
+        """Replace the log up to the snapshot's index by the snapshot; the caller persists it."""
+        self.log.compact(snapshot)
 
     def ready(self) -> Ready:
         """Collect everything that happened since the last call; the driver must carry it out in order."""
@@ -259,7 +313,7 @@ class Raft:
         elif isinstance(m, InstallSnapshot):
             self._handle_snapshot(m)
         elif isinstance(m, TimeoutNow) and self.role is not Role.LEADER:
-            self._start_election(transfer=True)
+            self._start_election(transfer=True)  # ignored by a learner, which cannot campaign
 
     def _handle_request_vote(self, m: RequestVote) -> None:
         """Grant a vote (Figure 2, RequestVote receiver), clause by clause:
@@ -302,13 +356,20 @@ class Raft:
         elif self.role is not Role.CANDIDATE:
             return
         self.votes[m.src] = m.granted
-        granted = sum(self.votes.values())
-        if granted >= self.quorum:
-            if m.pre_vote:
+        self._count_votes(pre_vote=m.pre_vote)
+
+    def _count_votes(self, *, pre_vote: bool) -> None:
+        """Won with the votes of a quorum of our configuration (both halves while joint, §4.3); lost once
+        the refusals leave no quorum possible. Votes of servers outside the configuration count for nothing."""
+        membership = self.membership
+        if membership.has_quorum(voter for voter, granted in self.votes.items() if granted):
+            if pre_vote:
                 self._campaign(transfer=False)
             else:
                 self._become_leader()
-        elif len(self.votes) - granted >= self.quorum:
+        elif not membership.can_still_reach_quorum(
+            voter for voter, granted in self.votes.items() if not granted
+        ):
             self._become_follower(self.term, None)
 
     def _handle_append(self, m: AppendEntries) -> None:
@@ -396,6 +457,8 @@ class Raft:
             self._maybe_commit()  # followers learn the new commit index with their next batch or heartbeat
             if peer == self.transfer_target and pr.match == self.log.last_index:
                 self._send(TimeoutNow(term=self.term, src=self.id, dst=peer))
+            if peer in self.membership.promote:
+                self._maybe_promote(peer, pr)
         elif pr.state is ProgressState.PROBE:
             pr.paused = False  # a snapshot stays paused: resending it per heartbeat would flood the link
         self._send_append(peer)
@@ -431,6 +494,23 @@ class Raft:
 
     # --- roles -----------------------------------------------------------------------------------------
 
+    def _maybe_promote(self, learner: NodeId, pr: Progress) -> None:
+        """A learner added to become a voter is promoted once within one batch of our last index (§4.2.1:
+        a new server catches up as a learner first, so adding it does not stall commitment)."""
+        if (
+            pr.match + self.config.max_batch_entries < self.log.last_index
+            or self._change_refusal() is not None
+        ):
+            return
+        current = self.membership
+        promoted = replace(
+            current,
+            voters=current.voters | {learner},
+            learners=current.learners - {learner},
+            promote=current.promote - {learner},
+        )
+        self._append_membership(promoted)
+
     def _become_follower(self, term: int, leader: NodeId | None) -> None:
         if term != self.term:
             self.term, self.vote = term, None
@@ -440,6 +520,8 @@ class Raft:
         self._reset_election_timer()
 
     def _start_election(self, *, transfer: bool) -> None:
+        if not self.promotable:
+            return  # a learner, or a server removed from the configuration: it never campaigns
         if self.config.pre_vote and not transfer:
             self._fail_reads()
             self.role, self.leader_id = Role.PRE_CANDIDATE, None
@@ -457,13 +539,12 @@ class Raft:
 
     def _request_votes(self, *, term: int, pre_vote: bool, transfer: bool) -> None:
         self.votes = {self.id: True}
-        if len(self.votes) >= self.quorum:  # a cluster of one
-            if pre_vote:
-                self._campaign(transfer=False)
-            else:
-                self._become_leader()
+        if self.membership.has_quorum([self.id]):  # a cluster of one
+            self._count_votes(pre_vote=pre_vote)
             return
         for peer in self.peers:
+            if not self.membership.is_voter(peer):
+                continue  # learners do not vote
             self._send(
                 RequestVote(
                     term=term,
@@ -480,8 +561,17 @@ class Raft:
         self.role, self.leader_id = Role.LEADER, self.id
         self.heartbeat_elapsed = self.election_elapsed = 0
         self.transfer_target = None
-        self.progress = {p: Progress(next=self.log.last_index + 1) for p in self.peers}
+        self.progress = {}
+        self._track_members()
         self._append_own([Entry(index=self.log.last_index + 1, term=self.term, data=None)])
+
+    def _track_members(self) -> None:
+        """Keep one Progress per member of the current configuration (a leader replicates to exactly them)."""
+        members = set(self.peers)
+        for gone in self.progress.keys() - members:
+            del self.progress[gone]
+        for new in members - self.progress.keys():
+            self.progress[new] = Progress(next=self.log.last_index + 1)
 
     def _accept_leader(self, leader: NodeId) -> None:
         """A valid AppendEntries/InstallSnapshot of our term: its sender is the leader (§5.2)."""
@@ -530,23 +620,46 @@ class Raft:
                 pr.stalled_heartbeats = 0
 
     def _quorum_active(self) -> bool:
-        active = 1 + sum(pr.recent_active for pr in self.progress.values())
+        """Check-quorum (thesis §6.2): a quorum heard from us, counting ourselves, in the last election timeout."""
+        active = [self.id, *(peer for peer, pr in self.progress.items() if pr.recent_active)]
         for pr in self.progress.values():
             pr.recent_active = False
-        return active >= self.quorum
+        return self.membership.has_quorum(active)
 
     # --- replication -----------------------------------------------------------------------------------
 
+    def _check_leading(self) -> None:
+        if self.role is not Role.LEADER or self.transfer_target is not None:
+            raise NotLeader(self.leader_id if self.role is not Role.LEADER else None)
+
     def _append_own(self, entries: list[Entry]) -> None:
         self.log.append(entries)
+        if any(entry.kind is EntryKind.MEMBERSHIP for entry in entries):
+            self._track_members()
         self.replicate_requested = True
         self._maybe_commit()  # a cluster of one commits at once
 
+    def _append_membership(self, membership: Membership) -> tuple[int, int]:
+        entry = Entry(self.log.last_index + 1, self.term, membership.encode(), EntryKind.MEMBERSHIP)
+        self._append_own([entry])
+        return entry.index, entry.term
+
+    def _change_refusal(self) -> str | None:
+        """Why no configuration may be appended now, or None (one change at a time, after a commit in our term)."""
+        if self.log.term_at(self.log.committed) != self.term:
+            return "the leader has not yet committed an entry of its term; retry in a moment"
+        if self.log.last_config_index > self.log.committed:
+            return "another membership change is in progress"
+        return None
+
     def _maybe_commit(self) -> bool:
-        """Commit the highest index stored on a quorum, but only by counting entries of the current term
-        (§5.4.2, Figure 8); earlier entries commit indirectly with it."""
-        matches = sorted([self.log.last_index, *(pr.match for pr in self.progress.values())], reverse=True)
-        candidate = matches[self.quorum - 1]
+        """Commit the highest index stored on a quorum of the current configuration (both halves while joint),
+        but only by counting entries of the current term (§5.4.2, Figure 8); earlier entries commit with it.
+        A leader that is not a voter (it is removing itself) does not count its own log."""
+        match = {peer: pr.match for peer, pr in self.progress.items()}
+        if self.promotable:
+            match[self.id] = self.log.last_index
+        candidate = self.membership.committed_index(match)
         if candidate <= self.log.committed or not self._may_commit(candidate):
             return False
         first_in_term = self.log.term_at(self.log.committed) != self.term
@@ -555,7 +668,25 @@ class Raft:
             for ctx in self.waiting_reads:
                 self._queue_read(ctx)
             self.waiting_reads = []
+        if self.log.committed >= self.log.last_config_index:
+            self._on_config_committed()
         return True
+
+    def _on_config_committed(self) -> None:
+        """The latest configuration is committed: leave a joint one for its new half (§4.3), or, if it no
+        longer has us as a voter, hand over to its most caught-up voter and step down (§4.2.2)."""
+        membership = self.membership
+        if membership.joint:
+            self._append_membership(membership.leave_joint())
+        elif not membership.is_voter(self.id):
+            successor = max(
+                (peer for peer in self.progress if membership.is_voter(peer)),
+                key=lambda peer: self.progress[peer].match,
+                default=None,
+            )
+            if successor is not None and self.progress[successor].match == self.log.last_index:
+                self._send(TimeoutNow(term=self.term, src=self.id, dst=successor))
+            self._become_follower(self.term, None)
 
     def _may_commit(self, index: int) -> bool:
         return self.log.term_at(index) == self.term
@@ -610,7 +741,7 @@ class Raft:
     # --- linearizable reads (ReadIndex) ----------------------------------------------------------------
 
     def _queue_read(self, ctx: object) -> None:
-        if len(self.config.voters) == 1:
+        if self.membership.has_quorum([self.id]):  # a cluster of one confirms itself
             self._read_states.append(ReadState(ctx, self.log.committed))
             return
         self.next_reads.append(ctx)
@@ -628,8 +759,8 @@ class Raft:
     def _release_reads(self) -> None:
         if not self.pending_reads:
             return
-        acks = 1 + sum(pr.acked_seq >= self.seq for pr in self.progress.values())
-        if acks < self.quorum:
+        acks = [self.id, *(peer for peer, pr in self.progress.items() if pr.acked_seq >= self.seq)]
+        if not self.membership.has_quorum(acks):
             return
         self._read_states.extend(ReadState(read.ctx, read.index) for read in self.pending_reads)
         self.pending_reads = []

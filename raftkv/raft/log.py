@@ -2,14 +2,17 @@
 
 Indices are absolute: entry ``i`` lives at ``entries[i - first_index]``. The log also tracks three cursors the
 core needs to build ``Ready`` batches: ``committed`` (known to be on a quorum), ``applied`` (handed out to the
-state machine) and ``unstable`` (the first index not yet handed to storage).
+state machine) and ``unstable`` (the first index not yet handed to storage) -- and the configurations it holds
+(every MEMBERSHIP entry after the snapshot), so that the latest one is known at once and a truncation falls back
+to the one before it (thesis §4.1).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from raftkv.raft.types import Entry, Snapshot
+from raftkv.raft.membership import Membership
+from raftkv.raft.types import Entry, EntryKind, Snapshot
 
 
 class LogError(Exception):
@@ -24,6 +27,8 @@ class RaftLog:
         self.entries: list[Entry] = list(entries)
         if self.entries and self.entries[0].index != self.snapshot_index + 1:
             raise LogError(f"log starts at {self.entries[0].index}, expected {self.snapshot_index + 1}")
+        self.configs: list[tuple[int, Membership]] = []  # (index, configuration) of each MEMBERSHIP entry
+        self._note_configs(self.entries)
         self.committed = min(max(commit, self.snapshot_index), self.last_index)
         self.applied = self.snapshot_index
         self.unstable = self.last_index + 1
@@ -42,6 +47,27 @@ class RaftLog:
     @property
     def last_term(self) -> int:
         return self.entries[-1].term if self.entries else self.snapshot_term
+
+    @property
+    def membership(self) -> Membership:
+        """The configuration this server acts on: the latest in its log, committed or not (thesis §4.1)."""
+        return self.configs[-1][1] if self.configs else self.snapshot_membership
+
+    @property
+    def snapshot_membership(self) -> Membership:
+        return self.snapshot.membership if self.snapshot is not None else Membership()
+
+    @property
+    def last_config_index(self) -> int:
+        """The index of the latest configuration: the snapshot's when the log after it holds none."""
+        return self.configs[-1][0] if self.configs else self.snapshot_index
+
+    def membership_at(self, index: int) -> Membership:
+        """The configuration in force at ``index`` (not below the snapshot): what a snapshot there records."""
+        if index < self.snapshot_index:
+            raise LogError(f"the configuration at {index} is compacted (snapshot at {self.snapshot_index})")
+        held = [membership for config_index, membership in self.configs if config_index <= index]
+        return held[-1] if held else self.snapshot_membership
 
     def term_at(self, index: int) -> int | None:
         """The term of the entry at ``index``; None if it is compacted away or beyond the end. Index 0, before
@@ -103,7 +129,10 @@ class RaftLog:
         if at > self.last_index + 1:
             raise LogError(f"gap: appending {at} after {self.last_index}")
         del self.entries[at - self.first_index :]
+        while self.configs and self.configs[-1][0] >= at:
+            self.configs.pop()  # truncated away: the configuration before it is in force again
         self.entries.extend(entries)
+        self._note_configs(entries)
         self.unstable = min(self.unstable, at)
 
     def merge(self, entries: Sequence[Entry]) -> None:
@@ -141,20 +170,33 @@ class RaftLog:
         self.applied = self.committed
         return batch
 
-    def compact(self, index: int, data: bytes) -> Snapshot:
-        """Drop entries up to ``index`` (already applied by the caller), keeping a snapshot in their place."""
+    def snapshot_at(self, index: int) -> Snapshot:
+        """The description of a snapshot at ``index`` (already applied by the caller), for ``compact``."""
         term = self.term_at(index)
-        if term is None or index > self.applied:
-            raise LogError(f"cannot compact at {index} (applied {self.applied}, first {self.first_index})")
-        snapshot = Snapshot(index=index, term=term, data=data)
-        del self.entries[: index - self.snapshot_index]
-        self.snapshot, self.snapshot_index, self.snapshot_term = snapshot, index, term
-        return snapshot
+        if term is None or index > self.applied or index < self.snapshot_index:
+            raise LogError(f"cannot snapshot at {index} (applied {self.applied}, first {self.first_index})")
+        return Snapshot(index=index, term=term, membership=self.membership_at(index))
+
+    def compact(self, snapshot: Snapshot) -> None:
+        """Drop entries up to the snapshot's index, keeping the snapshot in their place."""
+        if snapshot != self.snapshot_at(snapshot.index):
+            raise LogError(f"{snapshot} does not describe this log at {snapshot.index}")
+        del self.entries[: snapshot.index - self.snapshot_index]
+        self.configs = [(index, membership) for index, membership in self.configs if index > snapshot.index]
+        self.snapshot, self.snapshot_index, self.snapshot_term = snapshot, snapshot.index, snapshot.term
 
     def restore(self, snapshot: Snapshot) -> None:
         """Replace the whole log with a snapshot from the leader (our log did not contain its last entry)."""
         self.snapshot, self.snapshot_index, self.snapshot_term = snapshot, snapshot.index, snapshot.term
         self.entries = []
+        self.configs = []
         self.committed = self.applied = snapshot.index
         self.unstable = snapshot.index + 1
         self.unstable_snapshot = snapshot
+
+    def _note_configs(self, entries: Sequence[Entry]) -> None:
+        for entry in entries:
+            if entry.kind is EntryKind.MEMBERSHIP:
+                if entry.data is None:
+                    raise LogError(f"membership entry {entry.index} carries no configuration")
+                self.configs.append((entry.index, Membership.decode(entry.data)))

@@ -7,9 +7,20 @@ serialised for HTTP, or passed between simulated nodes without copying.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import IntEnum, StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from raftkv.raft.membership import Membership
 
 NodeId = str
+
+
+class EntryKind(IntEnum):
+    NORMAL = 0  # a command for the state machine (or, with no data, a new leader's no-op)
+    MEMBERSHIP = (
+        1  # a configuration (``Membership.encode``), which the core acts on as soon as it is appended
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +30,12 @@ class Entry:
     index: int
     term: int
     data: bytes | None = None
+    kind: EntryKind = EntryKind.NORMAL
+
+    @property
+    def command(self) -> bytes | None:
+        """What the state machine applies: the data of a command, None for a no-op or a configuration."""
+        return self.data if self.kind is EntryKind.NORMAL else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +49,14 @@ class HardState:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """The state machine as of ``index`` (whose entry had ``term``); replaces every entry up to ``index``."""
+    """The state as of ``index`` (whose entry had ``term``): it replaces every entry up to ``index``. The core
+    knows only this description and the membership then; the state machine's bytes live in storage, and travel
+    between nodes beside the Raft messages, never inside them. A snapshot at index 0 holds no state: it is the
+    configuration a fresh cluster starts from (``bootstrap``)."""
 
     index: int
     term: int
-    data: bytes
+    membership: Membership
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +128,9 @@ class AppendEntriesReply(Message):
 
 @dataclass(frozen=True, slots=True)
 class InstallSnapshot(Message):
+    """The leader's snapshot. Its data is shipped to ``dst`` (in chunks, by the transport) before this message,
+    so the core sees only the description; a receiver that does not hold the data yet ignores the message."""
+
     snapshot: Snapshot
     seq: int = 0
 
@@ -137,10 +160,11 @@ class ReadState:
 class Ready:
     """A batch of effects, to be carried out in this order by whoever drives the core:
 
-    1. persist ``snapshot`` (if any), then ``entries`` (truncating the log from ``entries[0].index``),
-       then ``hard_state`` (if changed) -- durably (fsync);
+    1. persist ``snapshot`` (if any; its data has arrived beforehand), then ``entries`` (truncating the log
+       from ``entries[0].index``), then ``hard_state`` (if changed) -- durably (fsync);
     2. send ``messages``;
-    3. restore the state machine from ``snapshot`` (if any) and apply ``committed`` in order;
+    3. restore the state machine from ``snapshot`` (if any) and apply ``committed`` in order (MEMBERSHIP
+       entries advance the state machine's index as no-ops: the core already acts on them);
     4. answer ``read_states`` once the state machine has applied their index.
     """
 

@@ -2,8 +2,14 @@
 
 Every check is cheap enough to run after each message and tick:
 
-- election safety: a leader holds the votes of a quorum in its term, and each node votes once per term
-  (across crashes too), so the first leader seen in a term is the only one it may ever have;
+- election safety: a leader holds the votes of a quorum of its configuration in its term (a majority of each
+  half while joint), and each node votes once per term (across crashes too), so the first leader seen in a
+  term is the only one it may ever have;
+- commitment: whenever a leader advances its commit index, the entry there is durably stored on a quorum of
+  the leader's configuration -- learners, and a leader that is not a voter, do not count;
+- no two disjoint majorities: a configuration a leader appends has quorums that overlap those of the latest
+  configuration committed anywhere in the cluster, so two groups of servers can never each elect a leader or
+  commit on their own (one voter more or less, or a joint configuration with it as one half);
 - log matching, by induction: an entry is identified by (index, term); every copy of it, on any node, at any
   time, must carry the same command and follow an entry of the same term. That makes two logs that agree on
   (index, term) agree on everything before it, without ever comparing whole logs;
@@ -16,10 +22,12 @@ Every check is cheap enough to run after each message and tick:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import BinaryIO
 
 from raftkv.raft.core import Raft
-from raftkv.raft.types import Entry, NodeId, ReadState, Role, Snapshot
+from raftkv.raft.membership import Membership
+from raftkv.raft.types import Entry, EntryKind, NodeId, ReadState, Role, Snapshot
 from raftkv.sim.machine import DigestMachine
 
 
@@ -27,8 +35,14 @@ class SafetyViolation(AssertionError):
     """A Raft safety property failed: always a bug in the core (or a deliberate mutation of it)."""
 
 
+Holders = Callable[[int, int], set[NodeId]]
+"""The nodes whose persisted state holds the entry (index, term)."""
+
+
 class SafetyChecker:
-    def __init__(self) -> None:
+    def __init__(self, holders: Holders) -> None:
+        self.holders = holders
+        self.committed_configs: dict[int, Membership] = {0: Membership()}  # index -> config committed there
         self.leaders: dict[int, NodeId] = {}
         self.checked_leaders: set[int] = set()
         self.entries: dict[
@@ -48,6 +62,8 @@ class SafetyChecker:
     def on_persist(self, node: NodeId, raft: Raft, entries: Iterable[Entry]) -> None:
         prev_term: int | None = None
         for entry in entries:
+            if entry.kind is EntryKind.MEMBERSHIP and raft.role is Role.LEADER and entry.term == raft.term:
+                self._check_overlaps_committed(node, raft, entry)
             if prev_term is None:
                 prev_term = raft.log.term_at(entry.index - 1)
                 if prev_term is None:
@@ -64,7 +80,7 @@ class SafetyChecker:
     # --- state machine safety ----------------------------------------------------------------------------
 
     def on_apply(self, node: NodeId, machine: DigestMachine, entry: Entry) -> None:
-        machine.apply(entry.index, entry.data)
+        machine.apply(entry.index, entry.command)
         if entry.index < len(self.digests):
             if self.digests[entry.index] != machine.digest:
                 raise SafetyViolation(
@@ -75,8 +91,13 @@ class SafetyChecker:
             self.digests.append(machine.digest)
             self.commands.append(entry.data)
 
-    def on_restore(self, node: NodeId, snapshot: Snapshot) -> DigestMachine:
-        machine = DigestMachine.from_snapshot(snapshot)
+    def on_restore(self, node: NodeId, snapshot: Snapshot, data: BinaryIO) -> DigestMachine:
+        machine = DigestMachine()
+        machine.restore(data)
+        if machine.applied_index != snapshot.index:
+            raise SafetyViolation(
+                f"{node}: the data of snapshot {snapshot.index} holds index {machine.applied_index}"
+            )
         if snapshot.index >= len(self.digests) or self.digests[snapshot.index] != machine.digest:
             raise SafetyViolation(f"{node} restored a snapshot at {snapshot.index} no replica ever applied")
         return machine
@@ -111,6 +132,8 @@ class SafetyChecker:
                 for term, index in self.commit_points.items():
                     self._check_complete(raft, index, term)
         for raft in rafts:
+            if raft.role is Role.LEADER and raft.log.committed > self.commits.get(raft.id, 0):
+                self._check_committed_on_quorum(raft)
             point_term = self._advance_commit(raft)
             if point_term is not None:
                 for leader in leaders:
@@ -128,12 +151,40 @@ class SafetyChecker:
                 raise SafetyViolation(f"{raft.id} voted for {first} and then {raft.vote} in term {raft.term}")
 
     def _check_elected(self, leader: Raft) -> None:
-        """A leader holds the votes of a quorum cast in its own term (each recorded as it was cast)."""
-        voters = leader.config.voters
-        votes = sum(self.votes.get((voter, leader.term)) == leader.id for voter in voters)
-        if votes <= len(voters) // 2:
+        """A leader holds the votes of a quorum of its configuration, cast in its own term (each recorded as
+        it was cast)."""
+        membership = leader.membership
+        voted = [voter for voter in membership.members if self.votes.get((voter, leader.term)) == leader.id]
+        if not membership.has_quorum(voted):
             raise SafetyViolation(
-                f"{leader.id} leads term {leader.term} with only {votes} votes of that term"
+                f"{leader.id} leads term {leader.term} with the votes of {sorted(voted)} only, not a quorum of "
+                f"{_describe(membership)}"
+            )
+
+    def _check_committed_on_quorum(self, leader: Raft) -> None:
+        """The entry at a leader's new commit index is durably held by a quorum of its configuration."""
+        index = leader.log.committed
+        term = leader.log.term_at(index)
+        assert term is not None
+        holders = self.holders(index, term)
+        if not leader.membership.has_quorum(holders):
+            raise SafetyViolation(
+                f"{leader.id} committed entry {index} (term {term}) held only by {sorted(holders)}, not a quorum "
+                f"of {_describe(leader.membership)}"
+            )
+        config_index = leader.log.last_config_index
+        if config_index <= index:
+            self.committed_configs.setdefault(config_index, leader.membership)
+
+    def _check_overlaps_committed(self, node: NodeId, leader: Raft, entry: Entry) -> None:
+        """A new configuration overlaps the latest configuration committed so far (no two disjoint majorities)."""
+        assert entry.data is not None
+        appended = Membership.decode(entry.data)
+        latest = self.committed_configs[max(self.committed_configs)]
+        if latest.voters and not overlapping(appended, latest):
+            raise SafetyViolation(
+                f"{node} appended {_describe(appended)} at {entry.index}, whose majorities need not meet those of "
+                f"the committed {_describe(latest)}"
             )
 
     def _advance_commit(self, raft: Raft) -> int | None:
@@ -172,3 +223,29 @@ class SafetyChecker:
                 f"linearizability: {node} answered read {state.ctx!r} at index {state.index}, but {floor} was "
                 f"committed before the read was asked for"
             )
+
+
+def overlapping(a: Membership, b: Membership) -> bool:
+    """Whether every quorum of ``a`` meets every quorum of ``b``: true when some half of one and some half of
+    the other are voter sets whose majorities always meet (a joint configuration's quorum contains a majority
+    of each of its halves)."""
+    return any(_majorities_meet(x, y) for x in _halves(a) for y in _halves(b))
+
+
+def _halves(membership: Membership) -> list[frozenset[NodeId]]:
+    return [membership.voters, membership.outgoing] if membership.joint else [membership.voters]
+
+
+def _majorities_meet(x: frozenset[NodeId], y: frozenset[NodeId]) -> bool:
+    """No majority of ``x`` is disjoint from a majority of ``y``: filling both from outside the other first,
+    the two majorities need more of the shared servers than there are."""
+    need_x = max(0, len(x) // 2 + 1 - len(x - y))
+    need_y = max(0, len(y) // 2 + 1 - len(y - x))
+    return need_x + need_y > len(x & y)
+
+
+def _describe(membership: Membership) -> str:
+    voters = ",".join(sorted(membership.voters))
+    outgoing = f" + old {','.join(sorted(membership.outgoing))}" if membership.joint else ""
+    learners = f" (learners {','.join(sorted(membership.learners))})" if membership.learners else ""
+    return f"voters {{{voters}}}{outgoing}{learners}"

@@ -10,27 +10,51 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from raftkv.raft.core import Config, Raft
-from raftkv.raft.types import AnyMessage, NodeId, RequestVote, RequestVoteReply, Role
+from raftkv.raft.membership import Membership
+from raftkv.raft.types import AnyMessage, InstallSnapshot, NodeId, RequestVote, RequestVoteReply, Role
 from raftkv.sim.checker import SafetyChecker
 from raftkv.sim.node import SimNode
 
 T = TypeVar("T")
 
 
+def address(node_id: NodeId) -> str:
+    """A simulated node's address: the core carries addresses without reading them."""
+    return f"sim://{node_id}"
+
+
 class Cluster:
-    def __init__(self, size: int, seed: str = "cluster", **options: Any) -> None:
-        self.ids: tuple[NodeId, ...] = tuple(f"n{i}" for i in range(1, size + 1))
-        self.checker = SafetyChecker()
+    """``size`` founding voters (n1, n2, ...) and ``spares`` servers (numbered after them) that start empty,
+    outside the configuration, until a membership change adds them."""
+
+    def __init__(self, size: int, seed: str = "cluster", *, spares: int = 0, **options: Any) -> None:
+        founders = tuple(f"n{i}" for i in range(1, size + 1))
+        self.ids: tuple[NodeId, ...] = founders + tuple(f"n{i}" for i in range(size + 1, size + spares + 1))
+        self.checker = SafetyChecker(self.holders)
         self.outbox: list[AnyMessage] = []
+        founding = Membership.of(founders, {node_id: address(node_id) for node_id in founders})
         self.nodes = {
-            node_id: SimNode(Config(id=node_id, voters=self.ids, **options), seed, self.checker, self.route)
+            node_id: SimNode(
+                Config(id=node_id, **options),
+                seed,
+                self.checker,
+                self.route,
+                founding if node_id in founders else None,
+            )
             for node_id in self.ids
         }
 
     # --- driving -----------------------------------------------------------------------------------------
 
     def route(self, message: AnyMessage) -> None:
+        self.ship_snapshot_data(message)
         self.outbox.append(message)
+
+    def ship_snapshot_data(self, message: AnyMessage) -> None:
+        """Before an InstallSnapshot goes out, its data goes to the receiver, as the real transport ships it."""
+        if isinstance(message, InstallSnapshot) and self.nodes[message.dst].up:
+            data = self.nodes[message.src].store.open_snapshot(message.snapshot).read()
+            self.nodes[message.dst].receive_snapshot_data(message.snapshot, data)
 
     def act(self, node_id: NodeId, action: Callable[[Raft], T]) -> T:
         """Run ``action`` on a live node's core, carry out its Ready, then check every safety property."""
@@ -49,9 +73,26 @@ class Cluster:
             self.act(node_id, Raft.tick)
 
     def deliver(self, message: AnyMessage) -> None:
-        """Hand ``message`` to its destination (lost if that node is down)."""
-        if self.nodes[message.dst].up:
-            self.act(message.dst, lambda raft: raft.step(message))
+        """Hand ``message`` to its destination (lost if that node is down, or if it is an InstallSnapshot whose
+        data the node does not hold: the real node drops those too)."""
+        node = self.nodes[message.dst]
+        if not node.up or (
+            isinstance(message, InstallSnapshot) and not node.holds_snapshot_data(message.snapshot)
+        ):
+            return
+        self.act(message.dst, lambda raft: raft.step(message))
+
+    def holders(self, index: int, term: int) -> set[NodeId]:
+        """The nodes whose persisted state holds entry (index, term), in their log or under their snapshot."""
+        found = set()
+        for node_id, node in self.nodes.items():
+            state = node.store.load()
+            snapshot = state.snapshot
+            if snapshot is not None and snapshot.index >= index:
+                found.add(node_id)  # compacted: by log matching the snapshot covers the same entry
+            elif any(entry.index == index and entry.term == term for entry in state.entries):
+                found.add(node_id)
+        return found
 
     def take(self, predicate: Callable[[AnyMessage], bool] = lambda m: True) -> list[AnyMessage]:
         """Remove and return the queued messages matching ``predicate`` (to deliver later, or to drop)."""

@@ -8,12 +8,10 @@ It implements ``raftkv.machine.StateMachine``, the protocol the real node replic
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from raftkv.machine import SnapshotWriter
-from raftkv.raft.types import Snapshot
 
 
 def chain(digest: bytes, data: bytes | None) -> bytes:
@@ -44,19 +42,3 @@ class DigestMachine:
     def restore(self, data: BinaryIO) -> None:
         index, digest = data.read().decode().split(":")
         self.applied_index, self.digest = int(index), bytes.fromhex(digest)
-
-    def snapshot_data(self) -> bytes:
-        out = io.BytesIO()
-        self.snapshot()(out)
-        return out.getvalue()
-
-    @classmethod
-    def from_snapshot(cls, snapshot: Snapshot | None) -> DigestMachine:
-        machine = cls()
-        if snapshot is not None:
-            machine.restore(io.BytesIO(snapshot.data))
-            if machine.applied_index != snapshot.index:
-                raise AssertionError(
-                    f"snapshot at {snapshot.index} holds the state of index {machine.applied_index}"
-                )
-        return machine

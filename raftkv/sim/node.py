@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
+import zlib
 from collections.abc import Callable
 
-from raftkv.raft.core import Config, Raft
-from raftkv.raft.types import AnyMessage, ReadState
+from raftkv.raft.core import Config, Raft, bootstrap
+from raftkv.raft.membership import Membership
+from raftkv.raft.types import AnyMessage, ReadState, Snapshot
 from raftkv.sim.checker import SafetyChecker
 from raftkv.sim.machine import DigestMachine
 from raftkv.storage.memory import MemoryStorage
@@ -17,13 +19,20 @@ Send = Callable[[AnyMessage], None]
 class SimNode:
     """A crash drops ``raft`` and ``machine`` (everything volatile); the store survives for the restart."""
 
-    def __init__(self, config: Config, seed: str, checker: SafetyChecker, send: Send) -> None:
+    def __init__(
+        self, config: Config, seed: str, checker: SafetyChecker, send: Send, founding: Membership | None
+    ) -> None:
+        """``founding``: the first configuration of the cluster, for its founding members; a server that is to
+        join later starts from an empty store and learns the configuration from the leader."""
         self.id = config.id
         self.config = config
         self.seed = seed
         self.checker = checker
         self.send = send
         self.store = MemoryStorage()
+        if founding is not None:
+            state = bootstrap(founding)
+            self.store.save(state.hard_state, state.entries, state.snapshot)
         self.incarnation = 0
         self.raft: Raft | None = None
         self.machine = DigestMachine()
@@ -43,8 +52,10 @@ class SimNode:
         state = self.store.load()
         self.incarnation += 1
         self.raft = Raft(self.config, state, random.Random(f"{self.seed}/{self.id}/{self.incarnation}"))
-        if state.snapshot is not None:
-            self.machine = self.checker.on_restore(self.id, state.snapshot)
+        if state.snapshot is not None and state.snapshot.index > 0:
+            self.machine = self.checker.on_restore(
+                self.id, state.snapshot, self.store.open_snapshot(state.snapshot)
+            )
         self.checker.on_restart(self.id, self.raft, state.hard_state.commit)
         self.process()
 
@@ -59,7 +70,9 @@ class SimNode:
         for message in ready.messages:
             self.send(message)
         if ready.snapshot is not None:
-            self.machine = self.checker.on_restore(self.id, ready.snapshot)
+            self.machine = self.checker.on_restore(
+                self.id, ready.snapshot, self.store.open_snapshot(ready.snapshot)
+            )
         for entry in ready.committed:
             self.checker.on_apply(self.id, self.machine, entry)
         for read in ready.read_states:
@@ -71,5 +84,14 @@ class SimNode:
         raft = self.raft
         assert raft is not None
         if self.machine.applied_index > raft.log.snapshot_index:
-            snapshot = raft.compact(self.machine.applied_index, self.machine.snapshot_data())
+            snapshot = raft.snapshot_at(self.machine.applied_index)
+            self.store.write_snapshot(snapshot, self.machine.snapshot())
+            raft.compact(snapshot)
             self.store.save(None, [], snapshot)
+
+    def receive_snapshot_data(self, snapshot: Snapshot, data: bytes) -> None:
+        """What the transport does before it sends an InstallSnapshot: ship the data (here, all at once)."""
+        self.store.receive_snapshot(snapshot, len(data), zlib.crc32(data)).write(0, data)
+
+    def holds_snapshot_data(self, snapshot: Snapshot) -> bool:
+        return self.store.snapshot_data(snapshot) is not None
