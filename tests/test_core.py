@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from raftkv.raft.core import Config, NotLeader, Raft
+from raftkv.raft.membership import Membership
 from raftkv.raft.types import (
     AnyMessage,
     AppendEntries,
@@ -27,6 +28,7 @@ from raftkv.raft.types import (
     RequestVote,
     RequestVoteReply,
     Role,
+    Snapshot,
 )
 from raftkv.sim import Cluster, SafetyViolation
 
@@ -44,8 +46,9 @@ def make(
     commit: int = 0,
     **options: object,
 ) -> Raft:
-    state = PersistentState(HardState(term, vote, commit), None, entries)
-    return Raft(Config(id=node_id, voters=voters, **options), state, random.Random(1))  # type: ignore[arg-type]
+    founding = Membership.of(voters, {voter: f"sim://{voter}" for voter in voters})
+    state = PersistentState(HardState(term, vote, commit), Snapshot(0, 0, founding), entries)
+    return Raft(Config(id=node_id, **options), state, random.Random(1))  # type: ignore[arg-type]
 
 
 def log_of(*terms: int) -> tuple[Entry, ...]:

@@ -7,10 +7,14 @@ order) each took to fail when it was last measured; the test fails when a mutati
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 
+from raftkv.raft import membership
 from raftkv.raft.core import Raft
 from raftkv.raft.log import RaftLog
+from raftkv.raft.membership import Membership
 from raftkv.raft.types import (
     AnyMessage,
     AppendEntries,
@@ -63,7 +67,25 @@ def answer_reads_at_once(self: Raft, ctx: object) -> None:
     self._read_states.append(ReadState(ctx, self.log.committed))
 
 
-Mutation = tuple[type, str, object]
+def change_while_another_is_in_flight(self: Raft) -> str | None:
+    """Keeps only the rule that the leader has committed in its term."""
+    return "not yet" if self.log.term_at(self.log.committed) != self.term else None
+
+
+def change_before_committing_in_the_term(self: Raft) -> str | None:
+    """Keeps only the one-change-at-a-time rule (the bug of the first single-server change algorithm)."""
+    return "in progress" if self.log.last_config_index > self.log.committed else None
+
+
+_committed_index = Membership.committed_index
+
+
+def learners_count_for_commit(self: Membership, match: Mapping[str, int]) -> int:
+    as_voters = Membership(self.voters | self.learners, self.outgoing, addresses=self.addresses)
+    return _committed_index(as_voters, match)
+
+
+Mutation = tuple[object, str, object]
 MUTATIONS: dict[str, Mutation] = {
     "commit by counting, without the current-term rule": (Raft, "_may_commit", lambda self, index: True),
     "vote without the log restriction": (Raft, "_log_up_to_date", lambda self, m: True),
@@ -86,21 +108,37 @@ MUTATIONS: dict[str, Mutation] = {
         "read_index",
         lambda self, ctx: self._queue_read(ctx),
     ),
-    "quorum of a minority": (Raft, "quorum", property(lambda self: len(self.config.voters) // 2)),
+    "quorum of a minority": (membership, "quorum_size", lambda voters: voters // 2),
+    "two membership changes in flight at once": (Raft, "_change_refusal", change_while_another_is_in_flight),
+    "a membership change before the leader committed in its term": (
+        Raft,
+        "_change_refusal",
+        change_before_committing_in_the_term,
+    ),
+    "a learner counted in the commit quorum": (Membership, "committed_index", learners_count_for_commit),
+    "a joint configuration that needs only the new majority": (
+        Membership,
+        "_halves",
+        lambda self: (self.voters,),
+    ),
 }
 
 # Runs (in ci_seeds() order) each mutation needed to fail, as measured; the test allows twice as many.
 SEEDS_NEEDED = {
-    "commit by counting, without the current-term rule": 109,
+    "commit by counting, without the current-term rule": 132,
     "vote without the log restriction": 1,
     "vote twice in a term": 1,
-    "vote not persisted": 16,
-    "vote replies of older terms counted": 16,
-    "duplicate AppendEntries truncates": 4,
-    "follower commit not bounded by its match": 7,
-    "ReadIndex without a quorum round": 13,
+    "vote not persisted": 157,
+    "vote replies of older terms counted": 1,
+    "duplicate AppendEntries truncates": 1,
+    "follower commit not bounded by its match": 4,
+    "ReadIndex without a quorum round": 59,
     "ReadIndex before the leader commits in its term": 3,
     "quorum of a minority": 1,
+    "two membership changes in flight at once": 28,
+    "a membership change before the leader committed in its term": 49,
+    "a learner counted in the commit quorum": 6,
+    "a joint configuration that needs only the new majority": 33,
 }
 
 

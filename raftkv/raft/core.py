@@ -24,8 +24,9 @@ with the entry. That choice keeps the safety argument the thesis's own, and need
   appends C_new on its own once C_old,new is committed;
 - a leader that is not a voter in its configuration replicates and commits without counting itself, and once
   that configuration is committed it hands leadership to a voter and steps down (§4.2.2);
-- a server that is not a voter (a learner, or one that was removed) never campaigns; removed servers that do
-  not know it yet are kept from disrupting the cluster by the leader lease of check-quorum (§4.2.3).
+- a server that is a voter neither in its latest configuration nor in its committed one (a learner, or one
+  whose removal is committed) never campaigns; removed servers that do not know it yet are kept from
+  disrupting the cluster by the leader lease of check-quorum (§4.2.3).
 """
 
 from __future__ import annotations
@@ -173,8 +174,14 @@ class Raft:
 
     @property
     def promotable(self) -> bool:
-        """Whether this server may campaign: only voters do (learners and removed servers never)."""
-        return self.membership.is_voter(self.id)
+        """Whether this server may campaign: a voter of its latest configuration, or of the configuration
+        committed in its log. The second clause is for a leader that removed itself and lost its leadership
+        (a crash, or check-quorum) before that removal committed: the servers left may still need its vote or
+        its longer log to elect anyone, so it must be able to win, commit the change and hand over. Who may
+        campaign never affects safety -- votes are always counted against the latest configuration."""
+        return self.membership.is_voter(self.id) or self.log.membership_at(self.log.committed).is_voter(
+            self.id
+        )
 
     @property
     def hard_state(self) -> HardState:

@@ -93,12 +93,12 @@ class Membership:
     def has_quorum(self, nodes: Iterable[NodeId]) -> bool:
         """Whether ``nodes`` hold a majority of the voters -- of both halves while joint (§4.3)."""
         present = set(nodes)
-        return all(len(half & present) > len(half) // 2 for half in self._halves())
+        return all(len(half & present) >= quorum_size(len(half)) for half in self._halves())
 
     def can_still_reach_quorum(self, rejected: Iterable[NodeId]) -> bool:
         """Whether a quorum may still form without ``rejected`` (an election is lost once it cannot)."""
         refused = set(rejected)
-        return all(len(half - refused) > len(half) // 2 for half in self._halves())
+        return all(len(half - refused) >= quorum_size(len(half)) for half in self._halves())
 
     def committed_index(self, match: Mapping[NodeId, int]) -> int:
         """The highest index that a quorum has stored, ``match`` giving each voter's last stored index."""
@@ -161,9 +161,15 @@ class Membership:
             raise MembershipError(f"not a membership entry: {e}") from None
 
 
+def quorum_size(voters: int) -> int:
+    """A majority: any two of them share a server, which is what makes a Raft quorum (§5.2)."""
+    return voters // 2 + 1
+
+
 def _majority_index(voters: frozenset[NodeId], match: Mapping[NodeId, int]) -> int:
+    """The highest index stored by a majority of ``voters``: the ``quorum_size``-th highest match."""
     indices = sorted((match.get(voter, 0) for voter in voters), reverse=True)
-    return indices[len(voters) // 2] if indices else 0
+    return indices[quorum_size(len(voters)) - 1] if indices else 0
 
 
 def _without(addresses: tuple[tuple[NodeId, str], ...], gone: frozenset[NodeId]) -> dict[NodeId, str]:

@@ -5,11 +5,14 @@ with ``python -m raftkv.sim --seed N --nodes K``. A run has two phases:
 
 1. faults, for ``fault_ticks``: messages dropped, delayed, duplicated, reordered; partitions (symmetric,
    isolating the leader, or one-way); crashes (often of the leader) and restarts from the durable store;
-   clients proposing, reading with ReadIndex, compacting into snapshots and transferring leadership;
+   clients proposing, reading with ReadIndex, compacting into snapshots and transferring leadership; and
+   membership changes -- learners added (most to be promoted once caught up), voters removed, learners
+   promoted, several voters replaced at once through joint consensus -- among the founding nodes and
+   ``SPARES`` servers that start outside the cluster;
 2. recovery: the network heals (messages still arrive out of order, but within a tick) and every node restarts;
    within ``liveness_timeouts`` election timeouts a leader must exist and
    every command proposed after the heal (retried like a real client when its entry is lost) must be applied
-   on every node.
+   on every member of the leader's configuration.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ from __future__ import annotations
 import random
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
-from raftkv.raft.core import NotLeader, Raft
+from raftkv.raft.core import MembershipChangeRefused, NotLeader, Raft
+from raftkv.raft.membership import Membership
 from raftkv.raft.types import AnyMessage, InstallSnapshot, NodeId, Role
-from raftkv.sim.cluster import Cluster
+from raftkv.sim.cluster import Cluster, address
 from raftkv.sim.network import SUBTICKS, Network
 
 
@@ -45,6 +49,7 @@ class SimReport:
     snapshots_sent: int = 0
     reads: int = 0
     transfers: int = 0
+    membership_changes: int = 0
     recovery_ticks: int = 0
 
 
@@ -66,6 +71,12 @@ class _Rates:
     read: float
     transfer: float
     compact: float
+    membership: float
+    eager_membership: float  # instead, while the leader has not committed in its term (the refused case)
+    crash_after_change: float  # the leader crashes right after appending a configuration
+
+
+SPARES = 2  # servers outside the founding configuration, which membership changes may bring in
 
 
 class Simulation(Cluster):
@@ -92,12 +103,16 @@ class Simulation(Cluster):
             read=rng.uniform(0, 0.2),
             transfer=rng.uniform(0, 0.02),
             compact=rng.uniform(0, 0.03),
+            membership=rng.uniform(0, 0.06),
+            eager_membership=rng.uniform(0, 0.5),
+            crash_after_change=rng.uniform(0, 0.3),
         )
         self.now = 0
         self.serial = 0
         super().__init__(
             nodes,
             seed=f"raftkv-sim/{nodes}/{seed}",
+            spares=SPARES,
             election_ticks=election_ticks,
             heartbeat_ticks=rng.randint(1, min(3, election_ticks - 1)),
             max_batch_entries=rng.choice((1, 2, 3, 64)),
@@ -111,6 +126,8 @@ class Simulation(Cluster):
     def route(self, message: AnyMessage) -> None:
         if isinstance(message, InstallSnapshot):
             self.report.snapshots_sent += 1
+            if self.network.connected(message.src, message.dst):
+                self.ship_snapshot_data(message)
         sender = self.nodes[message.src].raft
         if not self.network.send(message, self.now) and sender is not None and self.rng.random() < 0.5:
             sender.report_unreachable(message.dst)
@@ -224,9 +241,78 @@ class Simulation(Cluster):
             self.report.reads += 1
             self.read(node_id, f"read-{self._command().decode()}")
         if rng.random() < rates.transfer:
-            target = rng.choice([i for i in self.ids if i != node_id])
-            self.report.transfers += 1
-            self.act(node_id, lambda raft: raft.transfer_leadership(target))
+            voters = [i for i in self.ids if i != node_id and self.raft(node_id).membership.is_voter(i)]
+            if voters:
+                target = rng.choice(voters)
+                self.report.transfers += 1
+                self.act(node_id, lambda raft: raft.transfer_leadership(target))
+        raft = self.raft(node_id)
+        fresh = (
+            raft.log.term_at(raft.log.committed) != raft.term
+        )  # a new leader, not yet committed in its term
+        if rng.random() < (rates.eager_membership if fresh else rates.membership):
+            self._change_membership(node_id)
+
+    def _change_membership(self, node_id: NodeId) -> None:
+        """Ask the leader for a random change; sometimes it then crashes at once, leaving the configuration
+        on whichever servers it reached -- the case that makes Raft's rules for changes necessary."""
+        target = self._membership_change(self.raft(node_id).membership)
+        if target is None:
+            return
+        self.report.membership_changes += 1
+        try:
+            self.act(node_id, lambda raft: raft.change_membership(target))
+        except (NotLeader, MembershipChangeRefused):
+            return
+        if self.rng.random() < self.rates.crash_after_change:
+            self.crash(node_id)
+            self.report.crashes += 1
+
+    def _membership_change(self, current: Membership) -> Membership | None:
+        """A random change an operator might ask for: add a learner, remove a member, promote a learner, or
+        replace several voters at once (a joint configuration)."""
+        rng = self.rng
+        outsiders = [i for i in self.ids if i not in current.members]
+        kind = rng.randrange(5)
+        if kind == 0 and outsiders:
+            new = rng.choice(outsiders)
+            promote = current.promote | ({new} if rng.random() < 0.7 else set())
+            return replace(
+                current,
+                learners=current.learners | {new},
+                promote=frozenset(promote),
+                addresses=tuple(sorted(current.with_address(new, address(new)).items())),
+            )
+        if kind == 1 and len(current.members) > 1:
+            gone = rng.choice(sorted(current.members))
+            return replace(
+                current,
+                voters=current.voters - {gone},
+                learners=current.learners - {gone},
+                promote=current.promote - {gone},
+                addresses=tuple(sorted(current.with_address(gone, None).items())),
+            )
+        if kind == 2 and current.learners:
+            learner = rng.choice(sorted(current.learners))
+            return replace(
+                current,
+                voters=current.voters | {learner},
+                learners=current.learners - {learner},
+                promote=current.promote - {learner},
+            )
+        if kind >= 3:
+            pool = sorted(current.members | set(outsiders))
+            voters = frozenset(rng.sample(pool, rng.randint(1, min(len(pool), len(current.voters) + 1))))
+            learners = current.learners - voters
+            addresses = {i: address(i) for i in voters | learners}
+            return Membership.of(
+                voters,
+                addresses,
+                learners=learners,
+                promote=current.promote & learners,
+                outgoing=current.voters,
+            )
+        return None
 
     def _try(self, node_id: NodeId, propose: Callable[[Raft], tuple[int, int]]) -> tuple[int, int] | None:
         try:
@@ -254,10 +340,14 @@ class Simulation(Cluster):
         return leader is not None and leader.term > term and leader.log.term_at(index) != term
 
     def _applied_everywhere(self, command: bytes) -> bool:
+        """Applied on every member of the leader's configuration (servers removed from it may lag for good)."""
         placed = self.proposals.get(command)
-        if placed is None or self.checker.applied_command(placed[0]) != command:
+        leader = self.leader()
+        if placed is None or leader is None or self.checker.applied_command(placed[0]) != command:
             return False
-        return all(node.machine.applied_index >= placed[0] for node in self.nodes.values())
+        return all(
+            self.nodes[member].machine.applied_index >= placed[0] for member in leader.membership.members
+        )
 
 
 def ci_seeds() -> list[tuple[int, int]]:
