@@ -569,16 +569,17 @@ class Raft:
         self.heartbeat_elapsed = self.election_elapsed = 0
         self.transfer_target = None
         self.progress = {}
-        self._track_members()
+        self._track_members(first_to_send=self.log.last_index + 1)  # the no-op below is what they get first
         self._append_own([Entry(index=self.log.last_index + 1, term=self.term, data=None)])
 
-    def _track_members(self) -> None:
-        """Keep one Progress per member of the current configuration (a leader replicates to exactly them)."""
+    def _track_members(self, first_to_send: int) -> None:
+        """Keep one Progress per member of the current configuration (a leader replicates to exactly them);
+        a new one is probed from ``first_to_send``, and backs up from there like any follower (§5.3)."""
         members = set(self.peers)
         for gone in self.progress.keys() - members:
             del self.progress[gone]
         for new in members - self.progress.keys():
-            self.progress[new] = Progress(next=self.log.last_index + 1)
+            self.progress[new] = Progress(next=first_to_send)
 
     def _accept_leader(self, leader: NodeId) -> None:
         """A valid AppendEntries/InstallSnapshot of our term: its sender is the leader (§5.2)."""
@@ -642,7 +643,7 @@ class Raft:
     def _append_own(self, entries: list[Entry]) -> None:
         self.log.append(entries)
         if any(entry.kind is EntryKind.MEMBERSHIP for entry in entries):
-            self._track_members()
+            self._track_members(first_to_send=self.log.last_index)
         self.replicate_requested = True
         self._maybe_commit()  # a cluster of one commits at once
 
