@@ -59,7 +59,9 @@ class NodeConfig(BaseSettings):
     id: str = Field(min_length=1)
     listen: str = "127.0.0.1:8080"
     url: str | None = None  # how peers and clients reach this node; default http(s)://<listen>
-    peers: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)  # id -> base URL
+    peers: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)  # id -> how to reach it
+    initial_voters: Annotated[list[str] | None, NoDecode] = None  # founders of a fresh cluster (default: all)
+    join: str | None = None  # a fresh data directory asks the cluster at this URL to add this node
     data_dir: Path = Path("data")
     tick_ms: int = Field(default=50, ge=1)
     heartbeat_ticks: int = Field(default=2, ge=1)
@@ -111,6 +113,12 @@ class NodeConfig(BaseSettings):
         except ConfigError as e:
             raise ValueError(str(e)) from None
 
+    @field_validator("initial_voters", mode="before")
+    @classmethod
+    def _voter_list(cls, value: object) -> object:
+        """``RAFTKV_INITIAL_VOTERS=n1,n2,n3``, as ``--initial-voters`` takes them."""
+        return [item for item in value.split(",") if item] if isinstance(value, str) else value
+
     @field_validator("peers")
     @classmethod
     def _peer_urls(cls, value: dict[str, str]) -> dict[str, str]:
@@ -140,7 +148,14 @@ class NodeConfig(BaseSettings):
             raise ValueError("heartbeat_ticks must be smaller than election_ticks")
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together")
-        if self.peers and self.token is None and not self.insecure:
+        if self.initial_voters is not None and not set(self.initial_voters) <= set(self.members):
+            unknown = sorted(set(self.initial_voters) - set(self.members))
+            raise ValueError(f"initial_voters: {unknown} have no --peer (nor are this node)")
+        if self.initial_voters is not None and self.id not in self.initial_voters:
+            raise ValueError("initial_voters must include this node (a node that is not a founder joins)")
+        if self.join is not None and self.initial_voters is not None:
+            raise ValueError("a node either joins a cluster (join) or founds one (initial_voters), not both")
+        if (self.peers or self.join) and self.token is None and not self.insecure:
             raise ValueError(
                 "a node with peers needs the cluster token: give --token, --token-file or RAFTKV_TOKEN "
                 "(or --insecure to run without one, which lets anyone who reaches a port rewrite the data)"
@@ -157,8 +172,17 @@ class NodeConfig(BaseSettings):
 
     @property
     def members(self) -> dict[str, str]:
-        """Every voter, this node included, id -> URL."""
+        """This node and every peer it knows how to reach, id -> URL."""
         return {self.id: self.advertised_url, **self.peers}
+
+    @property
+    def founders(self) -> dict[str, str]:
+        """The voters of a fresh cluster this node helps found (none when it joins one): ``initial_voters``,
+        or else this node and every peer."""
+        if self.join is not None:
+            return {}
+        voters = self.initial_voters if self.initial_voters is not None else list(self.members)
+        return {voter: self.members[voter] for voter in voters}
 
     @property
     def cluster_token(self) -> str | None:

@@ -8,6 +8,7 @@ order) each took to fail when it was last measured; the test fails when a mutati
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 
 import pytest
 
@@ -24,7 +25,7 @@ from raftkv.raft.types import (
     RequestVote,
     RequestVoteReply,
 )
-from raftkv.sim import SimFailure, ci_seeds, run_seed
+from raftkv.sim import SCENARIOS, SimFailure, ci_seeds, run_scenario, run_seed
 
 _handle_request_vote = Raft._handle_request_vote
 _step = Raft.step
@@ -123,31 +124,35 @@ MUTATIONS: dict[str, Mutation] = {
     ),
 }
 
-# Runs (in ci_seeds() order) each mutation needed to fail, as measured; the test allows twice as many.
+# Runs (the scenarios, then ci_seeds() in order) each mutation needed to fail, as measured; the test allows
+# twice as many.
 SEEDS_NEEDED = {
-    "commit by counting, without the current-term rule": 22,
+    "commit by counting, without the current-term rule": 21,
     "vote without the log restriction": 1,
-    "vote twice in a term": 1,
-    "vote not persisted": 109,
-    "vote replies of older terms counted": 21,
-    "duplicate AppendEntries truncates": 1,
-    "follower commit not bounded by its match": 2,
-    "ReadIndex without a quorum round": 68,
-    "ReadIndex before the leader commits in its term": 3,
+    "vote twice in a term": 2,
+    "vote not persisted": 123,
+    "vote replies of older terms counted": 121,
+    "duplicate AppendEntries truncates": 2,
+    "follower commit not bounded by its match": 4,
+    "ReadIndex without a quorum round": 50,
+    "ReadIndex before the leader commits in its term": 11,
     "quorum of a minority": 1,
-    "two membership changes in flight at once": 32,
-    "a membership change before the leader committed in its term": 183,
-    "a learner counted in the commit quorum": 15,
-    "a joint configuration that needs only the new majority": 423,
+    "two membership changes in flight at once": 25,
+    "a membership change before the leader committed in its term": 1,
+    "a learner counted in the commit quorum": 11,
+    "a joint configuration that needs only the new majority": 2,
 }
 
 
 def first_failure(budget: list[tuple[int, int]]) -> tuple[int, str] | None:
-    for runs, (seed, nodes) in enumerate(budget, start=1):
+    """How many runs the simulator needed to fail (the scripted scenarios first, then the seeds), and how."""
+    runs = [partial(run_scenario, name) for name in SCENARIOS]
+    runs += [partial(run_seed, seed, nodes) for seed, nodes in budget]
+    for count, run in enumerate(runs, start=1):
         try:
-            run_seed(seed, nodes)
+            run()
         except SimFailure as failure:
-            return runs, str(failure)
+            return count, str(failure)
     return None
 
 
@@ -158,7 +163,7 @@ def test_simulator_catches_mutation(name: str, monkeypatch: pytest.MonkeyPatch) 
     found = first_failure(ci_seeds())
     assert found is not None, f"the simulator missed the mutation {name!r} over all CI seeds"
     runs, message = found
-    assert "replay: python -m raftkv.sim --seed" in message
+    assert "replay: python -m raftkv.sim --" in message
     print(f"{name}: caught after {runs} runs (recorded {SEEDS_NEEDED[name]})")
     assert runs <= 2 * SEEDS_NEEDED[name], f"{name!r} took {runs} runs, recorded {SEEDS_NEEDED[name]}"
 

@@ -462,6 +462,8 @@ class Raft:
             else:
                 pr.become_replicate()
             self._maybe_commit()  # followers learn the new commit index with their next batch or heartbeat
+            if self.role is not Role.LEADER or peer not in self.progress:
+                return  # the commit ended our leadership, or removed this peer from the configuration
             if peer == self.transfer_target and pr.match == self.log.last_index:
                 self._send(TimeoutNow(term=self.term, src=self.id, dst=peer))
             if peer in self.membership.promote:
@@ -578,7 +580,9 @@ class Raft:
         members = set(self.peers)
         for gone in self.progress.keys() - members:
             del self.progress[gone]
-        for new in members - self.progress.keys():
+        for new in sorted(
+            members - self.progress.keys()
+        ):  # sorted: the order messages go out in is replayable
             self.progress[new] = Progress(next=first_to_send)
 
     def _accept_leader(self, leader: NodeId) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from raftkv.raft.types import NodeId
@@ -35,7 +35,7 @@ class Membership:
     outgoing: frozenset[NodeId] = frozenset()
     learners: frozenset[NodeId] = frozenset()
     promote: frozenset[NodeId] = frozenset()
-    addresses: tuple[tuple[NodeId, str], ...] = field(default=())  # sorted by id; see ``address``
+    addresses: tuple[tuple[NodeId, str], ...] = ()  # sorted by id; see ``address``
 
     def __post_init__(self) -> None:
         if self.voters & self.learners:
@@ -104,15 +104,41 @@ class Membership:
         """The highest index that a quorum has stored, ``match`` giving each voter's last stored index."""
         return min(_majority_index(half, match) for half in self._halves())
 
-    # --- changes ------------------------------------------------------------------------------------------
+    # --- changes (each returns the configuration to propose; ``check_change`` says if it may follow) -------
 
-    def with_address(self, node: NodeId, address: str | None) -> dict[NodeId, str]:
-        addresses = dict(self.addresses)
-        if address is None:
-            addresses.pop(node, None)
-        else:
-            addresses[node] = address
-        return addresses
+    def with_learner(self, node: NodeId, address: str, *, promote: bool) -> Membership:
+        """``node`` added as a learner, to be promoted once caught up if ``promote``."""
+        return replace(
+            self,
+            learners=self.learners | {node},
+            promote=self.promote | {node} if promote else self.promote,
+            addresses=_sorted({**dict(self.addresses), node: address}),
+        )
+
+    def promoted(self, node: NodeId) -> Membership:
+        """The learner ``node`` made a voter."""
+        return replace(
+            self, voters=self.voters | {node}, learners=self.learners - {node}, promote=self.promote - {node}
+        )
+
+    def without(self, node: NodeId) -> Membership:
+        """``node`` removed, voter or learner."""
+        return replace(
+            self,
+            voters=self.voters - {node},
+            learners=self.learners - {node},
+            promote=self.promote - {node},
+            addresses=_sorted(_without(self.addresses, frozenset({node}))),
+        )
+
+    def replaced_by(self, voters: Mapping[NodeId, str], learners: Mapping[NodeId, str]) -> Membership:
+        """Exactly these voters and learners: directly when at most one voter changes, else through the joint
+        configuration whose old half is the current voters (the leader then leaves it by itself)."""
+        addresses = {node: address for node, address in self.addresses if node in self.voters}
+        target = Membership.of(voters, {**addresses, **voters, **learners}, learners=learners)
+        if len(self.voters ^ target.voters) <= 1:
+            return replace(target, addresses=_sorted({**voters, **learners}))
+        return replace(target, outgoing=self.voters)
 
     def leave_joint(self) -> Membership:
         """C_new, once C_old,new is committed: the old voters that are not new voters leave (learners stay)."""
@@ -174,6 +200,10 @@ def _majority_index(voters: frozenset[NodeId], match: Mapping[NodeId, int]) -> i
 
 def _without(addresses: tuple[tuple[NodeId, str], ...], gone: frozenset[NodeId]) -> dict[NodeId, str]:
     return {node: address for node, address in addresses if node not in gone}
+
+
+def _sorted(addresses: Mapping[NodeId, str]) -> tuple[tuple[NodeId, str], ...]:
+    return tuple(sorted(addresses.items()))
 
 
 def check_change(current: Membership, target: Membership) -> None:

@@ -2,6 +2,7 @@
 
 from raftkv.sim.checker import SafetyChecker, SafetyViolation
 from raftkv.sim.cluster import Cluster
+from raftkv.sim.scenarios import SCENARIOS, run_scenario
 from raftkv.sim.simulation import (
     SimFailure,
     SimParams,
@@ -13,6 +14,7 @@ from raftkv.sim.simulation import (
 )
 
 __all__ = [
+    "SCENARIOS",
     "Cluster",
     "SafetyChecker",
     "SafetyViolation",
@@ -22,5 +24,6 @@ __all__ = [
     "Simulation",
     "ci_seeds",
     "replay_command",
+    "run_scenario",
     "run_seed",
 ]

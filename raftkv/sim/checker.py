@@ -4,12 +4,13 @@ Every check is cheap enough to run after each message and tick:
 
 - election safety: a leader holds the votes of a quorum of its configuration in its term (a majority of each
   half while joint), and each node votes once per term (across crashes too), so the first leader seen in a
-  term is the only one it may ever have;
+  term is the only one it may ever have; and its configuration overlaps the latest committed one (below);
 - commitment: whenever a leader advances its commit index, the entry there is durably stored on a quorum of
   the leader's configuration -- learners, and a leader that is not a voter, do not count;
 - no two disjoint majorities: a configuration a leader appends has quorums that overlap those of the latest
-  configuration committed anywhere in the cluster, so two groups of servers can never each elect a leader or
-  commit on their own (one voter more or less, or a joint configuration with it as one half);
+  configuration committed in the cluster by a leader of its term or earlier, so two groups of servers can
+  never each elect a leader or commit on their own (one voter more or less, or a joint configuration with it
+  as one half);
 - log matching, by induction: an entry is identified by (index, term); every copy of it, on any node, at any
   time, must carry the same command and follow an entry of the same term. That makes two logs that agree on
   (index, term) agree on everything before it, without ever comparing whole logs;
@@ -42,7 +43,8 @@ Holders = Callable[[int, int], set[NodeId]]
 class SafetyChecker:
     def __init__(self, holders: Holders) -> None:
         self.holders = holders
-        self.committed_configs: dict[int, Membership] = {0: Membership()}  # index -> config committed there
+        # index -> (term of the leader that committed it, the configuration committed there)
+        self.committed_configs: dict[int, tuple[int, Membership]] = {0: (0, Membership())}
         self.leaders: dict[int, NodeId] = {}
         self.checked_leaders: set[int] = set()
         self.entries: dict[
@@ -160,6 +162,12 @@ class SafetyChecker:
                 f"{leader.id} leads term {leader.term} with the votes of {sorted(voted)} only, not a quorum of "
                 f"{_describe(membership)}"
             )
+        committed = self._latest_committed_config(leader.term)
+        if committed.voters and not overlapping(membership, committed):
+            raise SafetyViolation(
+                f"{leader.id} was elected in term {leader.term} under {_describe(membership)}, whose majorities "
+                f"need not meet those of the committed {_describe(committed)}"
+            )
 
     def _check_committed_on_quorum(self, leader: Raft) -> None:
         """The entry at a leader's new commit index is durably held by a quorum of its configuration."""
@@ -172,15 +180,28 @@ class SafetyChecker:
                 f"{leader.id} committed entry {index} (term {term}) held only by {sorted(holders)}, not a quorum "
                 f"of {_describe(leader.membership)}"
             )
-        config_index = leader.log.last_config_index
-        if config_index <= index:
-            self.committed_configs.setdefault(config_index, leader.membership)
+        self._note_committed_config(leader)
+
+    def _note_committed_config(self, leader: Raft) -> None:
+        """Record the configuration in force at the leader's commit index as committed."""
+        committed = leader.log.committed
+        held = [index for index, _ in leader.log.configs if index <= committed]
+        config_index = held[-1] if held else leader.log.snapshot_index
+        self.committed_configs.setdefault(config_index, (leader.term, leader.log.membership_at(committed)))
+
+    def _latest_committed_config(self, term: int) -> Membership:
+        """The latest configuration committed by a leader of ``term`` or earlier. What leaders of later terms
+        commit is not the business of a leader of ``term``: a stale leader may append, and can never commit, a
+        configuration that the cluster has already moved past."""
+        known = [index for index, (by, _) in self.committed_configs.items() if by <= term]
+        return self.committed_configs[max(known)][1]
 
     def _check_overlaps_committed(self, node: NodeId, leader: Raft, entry: Entry) -> None:
         """A new configuration overlaps the latest configuration committed so far (no two disjoint majorities)."""
         assert entry.data is not None
+        self._note_committed_config(leader)
         appended = Membership.decode(entry.data)
-        latest = self.committed_configs[max(self.committed_configs)]
+        latest = self._latest_committed_config(leader.term)
         if latest.voters and not overlapping(appended, latest):
             raise SafetyViolation(
                 f"{node} appended {_describe(appended)} at {entry.index}, whose majorities need not meet those of "

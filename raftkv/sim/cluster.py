@@ -142,6 +142,13 @@ class Cluster:
     def elect(self, node_id: NodeId, voters: Iterable[NodeId] | None = None) -> Raft:
         """Let ``node_id`` time out and win an election, exchanging only (pre-)vote messages with ``voters``;
         everything else (the new leader's first AppendEntries included) stays queued for the caller."""
+        raft = self.campaign(node_id, voters)
+        if raft.role is not Role.LEADER:
+            raise AssertionError(f"{node_id} did not win an election")
+        return raft
+
+    def campaign(self, node_id: NodeId, voters: Iterable[NodeId] | None = None) -> Raft:
+        """``elect``, but the campaign may fail: returns the node's core, leader or not."""
         group = {node_id, *(voters if voters is not None else self.ids)}
 
         def ballot(m: AnyMessage) -> bool:
@@ -152,5 +159,25 @@ class Cluster:
             self.tick(node_id)
             self.deliver_all(ballot)
             if raft.role is Role.LEADER:
-                return raft
-        raise AssertionError(f"{node_id} did not win an election")
+                break
+        return raft
+
+    def settle(self, leader: NodeId, among: Iterable[NodeId] | None = None, rounds: int = 3) -> None:
+        """Deliver what flows between ``among`` (everyone by default), with heartbeat rounds of ``leader`` in
+        between, so followers learn commits and catch up; messages to or from anyone else are dropped."""
+        group = set(among) if among is not None else set(self.ids)
+
+        def inside(m: AnyMessage) -> bool:
+            return m.src in group and m.dst in group
+
+        for _ in range(rounds):
+            self.deliver_all(inside)
+            self.tick(leader, self.raft(leader).config.heartbeat_ticks)
+        self.deliver_all(inside)
+        self.take()
+
+    def lease_over(self, node_id: NodeId) -> None:
+        """Let ``node_id`` time out (its own ballots dropped), so it no longer ignores candidates for the sake
+        of a leader it heard from recently (the check-quorum lease)."""
+        self.tick(node_id, self.raft(node_id).config.election_ticks)  # the lease lasts one election timeout
+        self.take(lambda m: m.src == node_id)

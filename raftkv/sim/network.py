@@ -46,6 +46,11 @@ class Network:
         self.rng.shuffle(due)
         return [m for m in due if self.connected(m.src, m.dst)]
 
+    def lose_in_flight(self, src: NodeId, dsts: set[NodeId]) -> None:
+        """Drop what ``src`` sent to ``dsts`` that has not arrived yet, as a crash loses a sender's queue."""
+        for due, messages in self.in_flight.items():
+            self.in_flight[due] = [m for m in messages if m.src != src or m.dst not in dsts]
+
     def partition(self, groups: list[list[NodeId]]) -> None:
         """Cut every link between different groups (both ways)."""
         self.blocked = {
