@@ -1,13 +1,19 @@
-"""Byte layout of the log file and the snapshot file.
+"""Byte layout of the log file (snapshot data files hold the state machine's bytes and nothing else).
 
-Log file: a header (magic, salt) then frames. A frame is ``u32 length, u32 crc`` then ``length`` bytes of
-payload; the crc covers the length and the payload and is seeded with the file's salt, so a frame copied
-from an older log generation, or one that happens to sit inside a value, does not pass for a record here.
-A payload is one save: ``u8 flags`` then, in the order a save applies them, the snapshot reference, the
-entries (first index and count, then ``u64 term, i32 length`` and the data per entry; length -1 is a
-no-op's None) and the hard state. Integers are little-endian; indices and terms are u64.
+Log file: a header (magic ``RKVLOG02``, u32 salt) then frames. A frame is ``u32 length, u32 crc`` then
+``length`` bytes of payload; the crc covers the length and the payload and is seeded with the file's salt, so
+a frame copied from an older log generation, or one that happens to sit inside a value, does not pass for a
+record here. A payload is one save: ``u8 flags`` (1 snapshot, 2 entries, 4 hard state) then what it holds, in
+the order a save applies it:
 
-Snapshot file: magic, index, term, crc32 of the data, then the data.
+- snapshot reference: ``u64 index, u64 term, u64 size, u32 crc, u32 length``, then ``length`` bytes of the
+  encoded membership; size and crc (CRC-32) are those of the snapshot's data file (0 and 0 at index 0, the
+  bootstrap configuration, which has none);
+- entries: ``u64 first index, u32 count``, then per entry ``u64 term, u8 kind, i32 length`` and ``length``
+  bytes of data (length -1 is a no-op's None);
+- hard state: ``u64 term, u64 commit, i32 length`` and the vote's UTF-8 (length -1: no vote).
+
+Integers are little-endian.
 """
 
 from __future__ import annotations
@@ -16,11 +22,14 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from raftkv.raft.types import Entry, HardState, Snapshot
+from raftkv.raft.membership import Membership, MembershipError
+from raftkv.raft.types import Entry, EntryKind, HardState, Snapshot
 
 _LOG_HEADER = struct.Struct("<8sI")
-_LOG_MAGIC = b"RKVLOG01"
+_LOG_MAGIC_FAMILY = b"RKVLOG"
+_LOG_MAGIC = _LOG_MAGIC_FAMILY + b"02"
 LOG_HEADER_SIZE = _LOG_HEADER.size
 
 _U32 = struct.Struct("<I")
@@ -29,14 +38,12 @@ FRAME_HEADER_SIZE = _FRAME.size
 
 _FLAGS = struct.Struct("<B")
 _HAS_SNAPSHOT, _HAS_ENTRIES, _HAS_HARD_STATE = 1, 2, 4
-_SNAPSHOT_REF = struct.Struct("<QQI")
+_SNAPSHOT_REF = struct.Struct("<QQQII")
 _ENTRIES_HEAD = struct.Struct("<QI")
-_ENTRY_HEAD = struct.Struct("<Qi")
+_ENTRY_HEAD = struct.Struct("<QBi")
 _HARD_STATE = struct.Struct("<QQi")
 _NONE = -1
-
-_SNAPSHOT_HEADER = struct.Struct("<8sQQI")
-_SNAPSHOT_MAGIC = b"RKVSNAP1"
+_KINDS = {kind.value: kind for kind in EntryKind}
 
 
 class DecodeError(ValueError):
@@ -47,13 +54,19 @@ class DecodeError(ValueError):
         self.offset = offset
 
 
+class SnapshotData(NamedTuple):
+    """Size and CRC-32 of one snapshot's data: what the log records of it, and part of its file's name."""
+
+    size: int
+    crc: int
+
+
 @dataclass(frozen=True, slots=True)
 class SnapshotRef:
-    """What the log records about a snapshot; the data lives in its own file, checked against ``crc``."""
+    """What the log records about the current snapshot: its description, and the data its file must hold."""
 
-    index: int
-    term: int
-    crc: int
+    snapshot: Snapshot
+    data: SnapshotData
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +86,10 @@ def decode_log_header(buf: bytes) -> int:
         raise DecodeError(0, "log header is cut short")
     magic, salt = _LOG_HEADER.unpack_from(buf)
     if magic != _LOG_MAGIC:
+        if magic.startswith(_LOG_MAGIC_FAMILY):
+            raise DecodeError(
+                0, f"log format {magic!r} is not {_LOG_MAGIC!r}: written by another raftkv version"
+            )
         raise DecodeError(0, f"not a raftkv log (magic {magic!r})")
     return int(salt)
 
@@ -110,15 +127,20 @@ def encode_save(
     )
     parts = [_FLAGS.pack(flags)]
     if snapshot is not None:
-        parts.append(_SNAPSHOT_REF.pack(snapshot.index, snapshot.term, snapshot.crc))
+        described, data = snapshot.snapshot, snapshot.data
+        membership = described.membership.encode()
+        parts.append(
+            _SNAPSHOT_REF.pack(described.index, described.term, data.size, data.crc, len(membership))
+        )
+        parts.append(membership)
     if entries:
         parts.append(_ENTRIES_HEAD.pack(entries[0].index, len(entries)))
         pack_head = _ENTRY_HEAD.pack
         for entry in entries:
             if entry.data is None:
-                parts.append(pack_head(entry.term, _NONE))
+                parts.append(pack_head(entry.term, entry.kind, _NONE))
             else:
-                parts.append(pack_head(entry.term, len(entry.data)))
+                parts.append(pack_head(entry.term, entry.kind, len(entry.data)))
                 parts.append(entry.data)
     if hard_state is not None:
         vote = b"" if hard_state.vote is None else hard_state.vote.encode()
@@ -137,7 +159,7 @@ def decode_save(buf: bytes, start: int, end: int) -> SaveRecord:
     """The save encoded in ``buf[start:end]``; DecodeError offsets are relative to ``start``."""
     try:
         return _decode_save(buf, start, end)
-    except (struct.error, UnicodeDecodeError) as exc:
+    except (struct.error, UnicodeDecodeError, MembershipError) as exc:
         raise DecodeError(0, f"undecodable record: {exc}") from exc
 
 
@@ -148,20 +170,28 @@ def _decode_save(buf: bytes, start: int, end: int) -> SaveRecord:
     pos = start + _FLAGS.size
     snapshot = None
     if flags & _HAS_SNAPSHOT:
-        snapshot = SnapshotRef(*_SNAPSHOT_REF.unpack_from(buf, pos))
+        index, term, size, crc, length = _SNAPSHOT_REF.unpack_from(buf, pos)
         pos += _SNAPSHOT_REF.size
+        if length > end - pos:
+            raise DecodeError(pos - start, f"membership has a bad length {length}")
+        membership = Membership.decode(buf[pos : pos + length])
+        pos += length
+        snapshot = SnapshotRef(Snapshot(index, term, membership), SnapshotData(size, crc))
     entries: list[Entry] = []
     if flags & _HAS_ENTRIES:
         first, count = _ENTRIES_HEAD.unpack_from(buf, pos)
         pos += _ENTRIES_HEAD.size
         unpack_head, head_size, append = _ENTRY_HEAD.unpack_from, _ENTRY_HEAD.size, entries.append
         for index in range(first, first + count):
-            term, length = unpack_head(buf, pos)
+            term, kind_value, length = unpack_head(buf, pos)
+            kind = _KINDS.get(kind_value)
+            if kind is None:
+                raise DecodeError(pos - start, f"entry {index} has an unknown kind {kind_value}")
             pos += head_size
             if length == _NONE:
-                append(Entry(index, term, None))
+                append(Entry(index, term, None, kind))
             elif 0 <= length <= end - pos:
-                append(Entry(index, term, buf[pos : pos + length]))
+                append(Entry(index, term, buf[pos : pos + length], kind))
                 pos += length
             else:
                 raise DecodeError(pos - start, f"entry {index} has a bad length {length}")
@@ -175,22 +205,3 @@ def _decode_save(buf: bytes, start: int, end: int) -> SaveRecord:
     if pos != end:
         raise DecodeError(0, f"record holds {end - start} bytes but its contents take {pos - start}")
     return SaveRecord(hard_state, entries, snapshot)
-
-
-def encode_snapshot(snapshot: Snapshot, crc: int) -> bytes:
-    return _SNAPSHOT_HEADER.pack(_SNAPSHOT_MAGIC, snapshot.index, snapshot.term, crc) + snapshot.data
-
-
-def decode_snapshot(buf: bytes, expected: SnapshotRef) -> Snapshot:
-    """The snapshot in ``buf``, which must be the one ``expected`` describes."""
-    if len(buf) < _SNAPSHOT_HEADER.size:
-        raise DecodeError(0, "snapshot header is cut short")
-    magic, index, term, crc = _SNAPSHOT_HEADER.unpack_from(buf)
-    if magic != _SNAPSHOT_MAGIC:
-        raise DecodeError(0, f"not a raftkv snapshot (magic {magic!r})")
-    if SnapshotRef(index, term, crc) != expected:
-        raise DecodeError(0, f"holds snapshot {index}/{term}/{crc:#x} but the log refers to {expected}")
-    data = buf[_SNAPSHOT_HEADER.size :]
-    if zlib.crc32(data) != crc:
-        raise DecodeError(_SNAPSHOT_HEADER.size, "snapshot data does not match its checksum")
-    return Snapshot(index, term, data)

@@ -12,7 +12,7 @@ import random
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 
 class SimulatedPowerLoss(Exception):
@@ -24,6 +24,10 @@ class Disk(Protocol):
 
     def read(self, path: Path) -> bytes | None:
         """The whole file, or None if it does not exist."""
+
+    def open_read(self, path: Path) -> BinaryIO:
+        """The file open for reading from the start (FileNotFoundError if missing). It stays readable after
+        its name is removed or replaced, as an open file does on POSIX systems."""
 
     def list_dir(self, directory: Path) -> list[str]: ...
 
@@ -89,6 +93,11 @@ class OsDisk:
                 return path.read_bytes()
             except FileNotFoundError:
                 return None
+
+    def open_read(self, path: Path) -> BinaryIO:
+        with self._lock:
+            self._check_power()
+            return path.open("rb")
 
     def list_dir(self, directory: Path) -> list[str]:
         with self._lock:

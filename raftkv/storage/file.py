@@ -1,77 +1,95 @@
-"""Durable Raft state in a directory: one CRC-framed append-only log plus one file per snapshot.
+"""Durable Raft state in a directory: one CRC-framed append-only log plus one data file per snapshot.
 
 Why this shape: every save is a single record appended to ``raft.log`` and made durable by one fsync, so
 a save is atomic (a record is whole and passes its CRC, or it is a torn tail that recovery cuts off) and
 costs one write and one fsync however much it holds. Replaying the records through ``LogState`` rebuilds
-exactly what the saves produced. Snapshots can be large and are written once, so each goes to its own file
-(write tmp, fsync, rename, fsync the directory) *before* the record that refers to it; the previous
-snapshot file is removed only after that record is durable, and files no record refers to are removed on
-start, so a crash anywhere leaves the log and its snapshot consistent. When a snapshot leaves most of the
-log dead, the live state is rewritten into a new log the same tmp-and-rename way instead of appending,
-which bounds disk use and restart time. SQLite was rejected because a power cut cannot be simulated under
-it; here every write and fsync goes through the ``Disk`` seam, where tests can cut the power.
+exactly what the saves produced. A snapshot is two things: its description (index, term, membership), which
+travels in the save record like everything else the core knows, and the state machine's data, which can be
+large, is written once, and so goes to a file of its own (see ``snapshot_files``): streamed by
+``write_snapshot`` or arriving in chunks through ``receive_snapshot``, then fsynced and renamed into place
+*before* any record may refer to it. The record carries the data's size and CRC-32, against which the file
+is checked when it is read. The file a snapshot replaced is removed only after the record of its successor
+is durable, and files no record refers to are removed on start (except parts of transfers that can still
+resume), so a crash anywhere leaves the log and its snapshot data consistent. Loading never reads snapshot
+data: restoring the state machine is the node's business, through ``open_snapshot``. When a snapshot leaves
+most of the log dead, the live state is rewritten into a new log the same tmp-and-rename way instead of
+appending, which bounds disk use and restart time. SQLite was rejected because a power cut cannot be
+simulated under it; here every write and fsync goes through the ``Disk`` seam, where tests can cut the power.
 
 Recovery: a bad record with nothing valid after it is a torn tail (a crash mid-write) and is truncated
-away; a bad record followed by a valid one is real corruption and raises StorageCorruptError.
+away; a bad record followed by a valid one is real corruption and raises StorageCorruptError, as does a log
+of another format and a missing snapshot data file.
 
-Not thread-safe: one caller at a time (``simulate_power_loss`` excepted, see ``OsDisk``).
+Failures: once any write fails (a save, a snapshot written or received), the storage closes itself and every
+later write raises StorageClosedError: the files are then in an unknown state, and only a restart, recovering
+from what is on disk, is safe.
+
+Not thread-safe: one caller at a time, receivers' writes included (the node holds a lock around every call);
+``simulate_power_loss`` excepted, see ``OsDisk``. Every method blocks on the disk: call it from a worker thread.
 """
 
 from __future__ import annotations
 
 import random
 import secrets
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
+from raftkv.machine import SnapshotWriter
 from raftkv.raft.types import Entry, HardState, PersistentState, Snapshot
 from raftkv.storage.codec import (
     FRAME_HEADER_SIZE,
     LOG_HEADER_SIZE,
     DecodeError,
+    SnapshotData,
     SnapshotRef,
     decode_log_header,
     decode_save,
-    decode_snapshot,
     encode_frame,
     encode_log_header,
     encode_save,
-    encode_snapshot,
     encoded_entries_size,
     frame_end,
 )
 from raftkv.storage.disk import Disk, OsDisk
-from raftkv.storage.errors import StorageClosedError, StorageCorruptError
+from raftkv.storage.errors import FailStop, StorageCorruptError
 from raftkv.storage.log_state import LogState
+from raftkv.storage.snapshot_files import SnapshotFiles, is_snapshot_file
+
+if TYPE_CHECKING:
+    from raftkv.storage import SnapshotReceiver
 
 LOG_NAME = "raft.log"
-_TMP_SUFFIX = ".tmp"
-_SNAPSHOT_PREFIX, _SNAPSHOT_SUFFIX = "snapshot-", ".snap"
+_LOG_TMP_NAME = LOG_NAME + ".tmp"
 _REWRITE_CHUNK = 10_000  # entries per record when rewriting, so no record nears the 4 GiB frame limit
-
-
-def snapshot_file_name(ref: SnapshotRef) -> str:
-    """Named by content as well as position, so writing a snapshot never overwrites a different one."""
-    return f"{_SNAPSHOT_PREFIX}{ref.index:020d}-{ref.term:020d}-{ref.crc:08x}{_SNAPSHOT_SUFFIX}"
 
 
 class FileStorage:
     """The real ``Storage``. Opening recovers the directory (creating it if needed); ``load`` is then cheap.
 
-    ``compact_min_bytes``: the log is never rewritten while smaller than this.
+    ``compact_min_bytes``: the log is never rewritten while smaller than this. ``part_sync_bytes``: how often an
+    incoming snapshot's part file is fsynced, which is how far back a transfer may resume after a restart.
     """
 
-    def __init__(self, data_dir: Path, *, disk: Disk | None = None, compact_min_bytes: int = 4 << 20) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        disk: Disk | None = None,
+        compact_min_bytes: int = 4 << 20,
+        part_sync_bytes: int = 1 << 20,
+    ) -> None:
         self._dir = data_dir
         self._disk: Disk = disk if disk is not None else OsDisk()
         self._log_path = data_dir / LOG_NAME
         self._compact_min_bytes = compact_min_bytes
+        self._stop = FailStop(data_dir)
+        self._files = SnapshotFiles(data_dir, self._disk, self._stop, part_sync_bytes)
         self._state = LogState()
         self._snapshot_ref: SnapshotRef | None = None
         self._salt = 0
         self._log_size = 0
-        self._closed = False
         self._disk.ensure_dir(data_dir)
         buf = self._disk.read(self._log_path)
         if buf is None:
@@ -79,23 +97,40 @@ class FileStorage:
             self._rewrite_log()
         else:
             self._recover(buf)
-        self._remove_leftovers()
+        names = self._disk.list_dir(self._dir)
+        self._files.recover(names, self._snapshot_ref)
+        if _LOG_TMP_NAME in names:
+            self._disk.remove(self._dir / _LOG_TMP_NAME)
 
     def load(self) -> PersistentState:
         return self._state.persistent_state()
 
     def save(self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None) -> None:
-        if self._closed:
-            raise StorageClosedError(f"storage in {self._dir} is closed")
+        self._stop.check()
         self._state.check(entries, snapshot)
-        try:
-            self._persist(hard_state, entries, snapshot)
-        except BaseException:
-            self._closed = True  # the disk is now in an unknown state: recover from it on restart
-            raise
+        ref = None if snapshot is None else self._files.ref_for(snapshot)
+        with self._stop.writing():
+            self._persist(hard_state, entries, ref)
+
+    def write_snapshot(self, snapshot: Snapshot, writer: SnapshotWriter) -> None:
+        """Until a save refers to it, the data does not outlive a restart (start removes what no record names)."""
+        self._stop.check()
+        self._files.write(snapshot, writer)
+
+    def receive_snapshot(self, snapshot: Snapshot, size: int, crc: int) -> SnapshotReceiver:
+        """A transfer in progress outlives a restart and resumes from its last checkpoint (see
+        ``snapshot_files``); a complete one that no save refers to yet does not, and starts over."""
+        return self._files.receive(snapshot, SnapshotData(size, crc))
+
+    def snapshot_data(self, snapshot: Snapshot) -> tuple[int, int] | None:
+        return self._files.data(snapshot)
+
+    def open_snapshot(self, snapshot: Snapshot) -> BinaryIO:
+        """StorageCorruptError if the data fails its size or CRC, checked on the first open since start."""
+        return self._files.open(snapshot)
 
     def close(self) -> None:
-        self._closed = True
+        self._stop.closed = True
         self._disk.close()
 
     def simulate_power_loss(self, rng: random.Random, keep_torn: bool = True) -> None:
@@ -104,32 +139,24 @@ class FileStorage:
         For chaos tests in a real process, which should ``os._exit`` right after: ``kill -9`` alone never
         loses data the kernel holds, so it cannot show a missing fsync.
         """
-        self._closed = True
+        self._stop.closed = True
         self._disk.crash(keep_torn, rng)
 
     def _persist(
-        self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None
+        self, hard_state: HardState | None, entries: Sequence[Entry], ref: SnapshotRef | None
     ) -> None:
-        previous_ref = self._snapshot_ref
-        if snapshot is not None:
-            self._snapshot_ref = self._write_snapshot(snapshot)
-        self._state.apply(hard_state, entries, snapshot)
-        if snapshot is not None and self._log_is_mostly_dead():
+        self._state.apply(hard_state, entries, None if ref is None else ref.snapshot)
+        if ref is not None:
+            self._snapshot_ref = ref
+        if ref is not None and self._log_is_mostly_dead():
             self._rewrite_log()
         else:
-            record = encode_frame(
-                encode_save(hard_state, entries, None if snapshot is None else self._snapshot_ref), self._salt
-            )
+            record = encode_frame(encode_save(hard_state, entries, ref), self._salt)
             self._disk.append(self._log_path, record)
             self._disk.fsync(self._log_path)
             self._log_size += len(record)
-        if previous_ref is not None and self._snapshot_ref != previous_ref:
-            self._disk.remove(self._snapshot_path(previous_ref))
-
-    def _write_snapshot(self, snapshot: Snapshot) -> SnapshotRef:
-        ref = SnapshotRef(snapshot.index, snapshot.term, zlib.crc32(snapshot.data))
-        self._replace_durably(self._snapshot_path(ref), encode_snapshot(snapshot, ref.crc))
-        return ref
+        if ref is not None:
+            self._files.make_current(ref)
 
     def _log_is_mostly_dead(self) -> bool:
         live = LOG_HEADER_SIZE + encoded_entries_size(self._state.entries)
@@ -148,15 +175,12 @@ class FileStorage:
                 encode_frame(encode_save(None, entries[start : start + _REWRITE_CHUNK], None), salt)
             )
         data = b"".join(records)
-        self._replace_durably(self._log_path, data)
-        self._salt, self._log_size = salt, len(data)
-
-    def _replace_durably(self, path: Path, data: bytes) -> None:
-        tmp = path.with_name(path.name + _TMP_SUFFIX)
+        tmp = self._dir / _LOG_TMP_NAME
         self._disk.write_new(tmp, data)
         self._disk.fsync(tmp)
-        self._disk.rename(tmp, path)
+        self._disk.rename(tmp, self._log_path)
         self._disk.fsync_dir(self._dir)
+        self._salt, self._log_size = salt, len(data)
 
     def _recover(self, buf: bytes) -> None:
         try:
@@ -172,16 +196,13 @@ class FileStorage:
             self._replay(buf, offset, end)
             offset = end
         self._log_size = offset
-        if self._snapshot_ref is not None:
-            self._state.snapshot = self._read_snapshot(self._snapshot_ref)
 
     def _replay(self, buf: bytes, offset: int, end: int) -> None:
-        """Apply one record; the snapshot's data is read once at the end, so it stands in as empty here."""
         start = offset + FRAME_HEADER_SIZE
         try:
             record = decode_save(buf, start, end)
             ref = record.snapshot
-            snapshot = None if ref is None else Snapshot(ref.index, ref.term, b"")
+            snapshot = None if ref is None else ref.snapshot
             self._state.check(record.entries, snapshot)
         except DecodeError as exc:
             raise StorageCorruptError(self._log_path, start + exc.offset, str(exc)) from exc
@@ -201,32 +222,10 @@ class FileStorage:
         self._disk.truncate(self._log_path, offset)
         self._disk.fsync(self._log_path)
 
-    def _read_snapshot(self, ref: SnapshotRef) -> Snapshot:
-        path = self._snapshot_path(ref)
-        buf = self._disk.read(path)
-        if buf is None:
-            raise StorageCorruptError(path, 0, "snapshot file the log refers to is missing")
-        try:
-            return decode_snapshot(buf, ref)
-        except DecodeError as exc:
-            raise StorageCorruptError(path, exc.offset, str(exc)) from exc
-
     def _refuse_orphan_snapshots(self) -> None:
-        """No crash leaves snapshots without a log (the log is created first), so do not delete them."""
+        """No crash leaves snapshot files without a log (the log is created first), so do not delete them."""
         for name in self._disk.list_dir(self._dir):
-            if _is_snapshot_file(name):
-                raise StorageCorruptError(self._log_path, 0, f"log is missing but snapshot {name} exists")
-
-    def _remove_leftovers(self) -> None:
-        """Remove tmp files and snapshots no record refers to: what a crash mid-save leaves behind."""
-        current = None if self._snapshot_ref is None else self._snapshot_path(self._snapshot_ref).name
-        for name in self._disk.list_dir(self._dir):
-            if name.endswith(_TMP_SUFFIX) or (_is_snapshot_file(name) and name != current):
-                self._disk.remove(self._dir / name)
-
-    def _snapshot_path(self, ref: SnapshotRef) -> Path:
-        return self._dir / snapshot_file_name(ref)
-
-
-def _is_snapshot_file(name: str) -> bool:
-    return name.startswith(_SNAPSHOT_PREFIX) and name.endswith(_SNAPSHOT_SUFFIX)
+            if is_snapshot_file(name):
+                raise StorageCorruptError(
+                    self._log_path, 0, f"log is missing but snapshot file {name} exists"
+                )

@@ -76,6 +76,7 @@ class _MemoryReceiver:
         self._storage, self._key = storage, key
         self.size, self.crc = size, crc
         self._buffer = bytearray()
+        self._received = False  # a flag rather than a length test, so that empty data completes too
 
     @property
     def offset(self) -> int:
@@ -86,14 +87,17 @@ class _MemoryReceiver:
         return len(self._buffer) == self.size and self._storage.snapshot_data_by_key(self._key) is not None
 
     def write(self, offset: int, chunk: bytes) -> int:
-        if offset == len(self._buffer) < self.size:
+        if offset == len(self._buffer) and not self._received:
             self._buffer += chunk[: self.size - len(self._buffer)]
             if len(self._buffer) == self.size:
-                data = bytes(self._buffer)
-                if zlib.crc32(data) != self.crc:
-                    self._buffer.clear()
-                    raise StorageCorruptError(
-                        Path(f"snapshot-{self._key}"), 0, "received data fails its checksum"
-                    )
-                self._storage.keep_snapshot_data(self._key, data)
+                self._finish()
         return len(self._buffer)
+
+    def _finish(self) -> None:
+        data = bytes(self._buffer)
+        if zlib.crc32(data) != self.crc:
+            self._buffer.clear()
+            index, term = self._key
+            raise StorageCorruptError(Path(f"snapshot-{index}-{term}"), 0, "received data fails its checksum")
+        self._storage.keep_snapshot_data(self._key, data)
+        self._received = True

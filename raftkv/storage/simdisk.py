@@ -7,9 +7,11 @@ last directory fsync). ``crash`` throws the first view away.
 
 from __future__ import annotations
 
+import io
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from raftkv.storage.disk import SimulatedPowerLoss, choose_torn_tail
 
@@ -50,6 +52,15 @@ class SimulatedDisk:
         self._check_power()
         file = self._names.get(path)
         return None if file is None else bytes(file.data)
+
+    def open_read(self, path: Path) -> BinaryIO:
+        """A copy of the contents as they stand, which outlives the name as an open file does. (Unlike an open
+        file it misses later writes: storage only reads a file that nothing is writing.)"""
+        self._check_power()
+        file = self._names.get(path)
+        if file is None:
+            raise FileNotFoundError(path)
+        return io.BytesIO(bytes(file.data))
 
     def list_dir(self, directory: Path) -> list[str]:
         self._check_power()
