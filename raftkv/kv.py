@@ -16,6 +16,7 @@ import json
 import math
 import re
 import sys
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
@@ -293,6 +294,200 @@ def _after_prefix(prefix: str) -> str | None:
     return stem[:-1] + chr(ord(stem[-1]) + 1) if stem else None
 
 
+# --- the sorted table -----------------------------------------------------------------------------------
+
+_CHUNK_KEYS: Final = 1000
+"""Keys per chunk of the sorted table; a chunk splits above twice this and merges with a neighbour at half.
+
+A new key shifts the references of one chunk, not those of every greater key in the store, and a capture
+shares the chunks instead of copying them."""
+
+
+class _Chunk:
+    """A run of consecutive keys with their state, column by column; revisions are machine integers in arrays
+    (8 bytes each) rather than int objects. ``epoch`` is the table's epoch when this chunk was made."""
+
+    __slots__ = ("create", "epoch", "keys", "mod", "values", "version")
+
+    def __init__(
+        self,
+        epoch: int,
+        keys: list[str],
+        values: list[JSONValue],
+        create: array[int],
+        mod: array[int],
+        version: array[int],
+    ) -> None:
+        self.epoch, self.keys, self.values = epoch, keys, values
+        self.create, self.mod, self.version = create, mod, version
+
+    @classmethod
+    def empty(cls, epoch: int) -> _Chunk:
+        return cls(epoch, [], [], array("q"), array("q"), array("q"))
+
+    def copy(self, epoch: int) -> _Chunk:
+        return self.slice(0, len(self.keys), epoch)
+
+    def key_value(self, i: int) -> KeyValue:
+        return KeyValue(self.keys[i], self.values[i], self.create[i], self.mod[i], self.version[i])
+
+    def key_values(self, start: int, end: int) -> list[KeyValue]:
+        return list(
+            map(
+                KeyValue,
+                self.keys[start:end],
+                self.values[start:end],
+                self.create[start:end],
+                self.mod[start:end],
+                self.version[start:end],
+            )
+        )
+
+    def insert(self, i: int, key: str, value: JSONValue, revision: int) -> None:
+        self.keys.insert(i, key)
+        self.values.insert(i, value)
+        self.create.insert(i, revision)
+        self.mod.insert(i, revision)
+        self.version.insert(i, 1)
+
+    def update(self, i: int, value: JSONValue, revision: int) -> None:
+        self.values[i] = value
+        self.mod[i] = revision
+        self.version[i] += 1
+
+    def delete(self, i: int) -> None:
+        del self.keys[i], self.values[i], self.create[i], self.mod[i], self.version[i]
+
+    def extend(self, other: _Chunk) -> None:
+        self.keys += other.keys
+        self.values += other.values
+        self.create += other.create
+        self.mod += other.mod
+        self.version += other.version
+
+    def slice(self, start: int, end: int, epoch: int) -> _Chunk:
+        return _Chunk(
+            epoch,
+            self.keys[start:end],
+            self.values[start:end],
+            self.create[start:end],
+            self.mod[start:end],
+            self.version[start:end],
+        )
+
+    def split_off(self, at: int, epoch: int) -> _Chunk:
+        """Move the keys from ``at`` on into a new chunk, and return it."""
+        tail = self.slice(at, len(self.keys), epoch)
+        del self.keys[at:], self.values[at:], self.create[at:], self.mod[at:], self.version[at:]
+        return tail
+
+
+class _SortedTable:
+    """The keys in order with their state, in chunks that a capture shares.
+
+    ``freeze`` returns the chunks as they are and starts a new epoch; a chunk from an older epoch may be held
+    by a capture, so it is copied before it is changed (copy on write), and a capture never sees later writes.
+    """
+
+    def __init__(self) -> None:
+        self._chunks: list[_Chunk] = []  # none empty
+        self._maxes: list[str] = []  # the last key of each chunk, to find a key's chunk by bisection
+        self._epoch = 0
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def get(self, key: str) -> KeyValue | None:
+        ci = bisect.bisect_left(self._maxes, key)
+        if ci == len(self._maxes):
+            return None
+        chunk = self._chunks[ci]
+        i = bisect.bisect_left(chunk.keys, key)
+        return chunk.key_value(i) if chunk.keys[i] == key else None
+
+    def range(self, low: str, high: str | None, limit: int | None) -> list[KeyValue]:
+        """The keys in [low, high) in order (high None: no upper bound), at most ``limit`` (None: all)."""
+        found: list[KeyValue] = []
+        ci = bisect.bisect_left(self._maxes, low)
+        start = bisect.bisect_left(self._chunks[ci].keys, low) if ci < len(self._chunks) else 0
+        while ci < len(self._chunks) and (limit is None or len(found) < limit):
+            keys = self._chunks[ci].keys
+            end = len(keys) if high is None else bisect.bisect_left(keys, high, start)
+            if limit is not None:
+                end = min(end, start + limit - len(found))
+            found += self._chunks[ci].key_values(start, end)
+            if end < len(keys):
+                break
+            ci, start = ci + 1, 0
+        return found
+
+    def put(self, key: str, value: JSONValue, revision: int) -> None:
+        """Set ``key`` to ``value`` at ``revision``: a new key starts at version 1, an old one counts up."""
+        if not self._chunks:
+            self._chunks.append(_Chunk.empty(self._epoch))
+            self._maxes.append(key)
+        ci = min(bisect.bisect_left(self._maxes, key), len(self._chunks) - 1)
+        chunk = self._writable(ci)
+        i = bisect.bisect_left(chunk.keys, key)
+        if i < len(chunk.keys) and chunk.keys[i] == key:
+            chunk.update(i, value, revision)
+            return
+        chunk.insert(i, key, value, revision)
+        self._count += 1
+        self._maxes[ci] = chunk.keys[-1]
+        self._split_if_big(ci)
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``, which must be present."""
+        ci = bisect.bisect_left(self._maxes, key)
+        chunk = self._writable(ci)
+        chunk.delete(bisect.bisect_left(chunk.keys, key))
+        self._count -= 1
+        if len(self._chunks) > 1 and len(chunk.keys) <= _CHUNK_KEYS // 2:
+            self._merge(ci)
+        elif chunk.keys:
+            self._maxes[ci] = chunk.keys[-1]
+        else:
+            self._chunks.clear()
+            self._maxes.clear()
+
+    def append(self, run: _Chunk) -> None:
+        """Add a run of keys above all present ones (restore's way in), in chunks of ``_CHUNK_KEYS``."""
+        for start in range(0, len(run.keys), _CHUNK_KEYS):
+            chunk = run.slice(start, start + _CHUNK_KEYS, self._epoch)
+            self._chunks.append(chunk)
+            self._maxes.append(chunk.keys[-1])
+        self._count += len(run.keys)
+
+    def freeze(self) -> tuple[_Chunk, ...]:
+        """The chunks as they are now; later writes leave them alone."""
+        self._epoch += 1
+        return tuple(self._chunks)
+
+    def _writable(self, ci: int) -> _Chunk:
+        chunk = self._chunks[ci]
+        if chunk.epoch != self._epoch:
+            chunk = self._chunks[ci] = chunk.copy(self._epoch)
+        return chunk
+
+    def _split_if_big(self, ci: int) -> None:
+        chunk = self._chunks[ci]
+        if len(chunk.keys) > 2 * _CHUNK_KEYS:
+            tail = chunk.split_off(_CHUNK_KEYS, self._epoch)
+            self._chunks.insert(ci + 1, tail)
+            self._maxes[ci : ci + 1] = [chunk.keys[-1], tail.keys[-1]]
+
+    def _merge(self, ci: int) -> None:
+        """Merge the small chunk ``ci`` with a neighbour, keeping chunks few and the bisection short."""
+        left = ci if ci + 1 < len(self._chunks) else ci - 1
+        chunk = self._writable(left)
+        chunk.extend(self._chunks.pop(left + 1))
+        del self._maxes[left + 1]
+        self._maxes[left] = chunk.keys[-1]
+        self._split_if_big(left)
+
+
 # --- snapshot form --------------------------------------------------------------------------------------
 
 
@@ -351,8 +546,7 @@ class KVStore:
         if idempotency_capacity < 1:
             raise ValueError("idempotency_capacity must be at least 1")
         self._idempotency_capacity = idempotency_capacity
-        self._entries: dict[str, KeyValue] = {}
-        self._sorted_keys: list[str] = []  # kept sorted with bisect, so range() never sorts
+        self._table = _SortedTable()
         self._idempotency: OrderedDict[str, WriteResult] = OrderedDict()  # oldest first, by apply order
         self._revision = 0
         self._applied_index = 0
@@ -396,34 +590,35 @@ class KVStore:
         return result
 
     def get(self, key: str) -> KeyValue | None:
-        return self._entries.get(key)
+        return self._table.get(key)
 
     def range(self, prefix: str = "", limit: int | None = None) -> list[KeyValue]:
         """Keys starting with ``prefix``, in key order (code point order, which is also UTF-8 byte order);
         at most ``limit`` of them (None: all)."""
         if limit is not None and limit < 0:
             raise ValueError("limit must not be negative")
-        start = bisect.bisect_left(self._sorted_keys, prefix)
-        after = _after_prefix(prefix)
-        end = len(self._sorted_keys) if after is None else bisect.bisect_left(self._sorted_keys, after, start)
-        if limit is not None:
-            end = min(end, start + limit)
-        return [self._entries[key] for key in self._sorted_keys[start:end]]
+        return self._table.range(prefix, _after_prefix(prefix), limit)
 
     def snapshot(self) -> SnapshotWriter:
-        """Capture the state now (shallow copies: every ``KeyValue`` and result is immutable) and return the
-        writer of its bytes; equal states write equal bytes, so replicas can be compared by snapshot."""
+        """Capture the state now (the table's chunks, frozen, and a shallow copy of the idempotency table,
+        whose results are immutable) and return the writer of its bytes; equal states write equal bytes, so
+        replicas can be compared by snapshot."""
+        chunks = self._table.freeze()
         state: dict[str, Any] = {
             "format": _SNAPSHOT_FORMAT,
             "applied_index": self._applied_index,
             "revision": self._revision,
             "idempotency_capacity": self._idempotency_capacity,
-            "keys": [self._entries[key] for key in self._sorted_keys],
+            "keys": [],
             "idempotency": list(self._idempotency.items()),
         }
 
         def write(out: BinaryIO) -> None:
-            state["keys"] = [_key_value_to_json(kv) for kv in state["keys"]]
+            state["keys"] = [
+                list(row)
+                for chunk in chunks
+                for row in zip(chunk.keys, chunk.values, chunk.create, chunk.mod, chunk.version, strict=True)
+            ]
             state["idempotency"] = [[key, _result_to_json(result)] for key, result in state["idempotency"]]
             # Values decoded from "\ud800" escapes may hold lone surrogates: carry them through, losslessly.
             out.write(_dump_json(state, "surrogatepass"))
@@ -450,51 +645,39 @@ class KVStore:
             case _:
                 raise SnapshotDecodeError("not a snapshot of this format")
         entries = [_key_value_from_json(item) for item in keys]
-        sorted_keys = [kv.key for kv in entries]
-        if any(a >= b for a, b in itertools.pairwise(sorted_keys)):
+        if any(a.key >= b.key for a, b in itertools.pairwise(entries)):
             raise SnapshotDecodeError("snapshot keys are not strictly ascending")
-        table: OrderedDict[str, WriteResult] = OrderedDict()
+        run = _Chunk.empty(0)
+        for kv in entries:
+            run.insert(len(run.keys), kv.key, kv.value, kv.create_revision)
+            run.mod[-1], run.version[-1] = kv.mod_revision, kv.version
+        table = _SortedTable()
+        table.append(run)
+        results: OrderedDict[str, WriteResult] = OrderedDict()
         for item in idempotency:
             match item:
                 case [str(key), result]:
-                    table[key] = _result_from_json(result)
+                    results[key] = _result_from_json(result)
                 case _:
                     raise SnapshotDecodeError(f"bad idempotency entry: {item!r:.100}")
-        if len(table) != len(idempotency) or len(idempotency) > capacity:
+        if len(results) != len(idempotency) or len(idempotency) > capacity:
             raise SnapshotDecodeError("idempotency table has duplicates or exceeds its capacity")
         self._idempotency_capacity, self._applied_index, self._revision = capacity, applied_index, revision
-        self._entries, self._sorted_keys, self._idempotency = (
-            {kv.key: kv for kv in entries},
-            sorted_keys,
-            table,
-        )
+        self._table, self._idempotency = table, results
 
     def _execute(self, command: Command) -> WriteResult:
-        current = self._entries.get(command.key)
+        current = self._table.get(command.key)
         if not _preconditions_hold(command, current):
             return PreconditionFailed(command.key, current, self._revision)
         if isinstance(command, Put):
-            return self._put(command.key, command.value, current)
+            self._revision += 1
+            self._table.put(command.key, command.value, self._revision)
+            return Ok(command.key, command.value, self._revision)
         if current is None:
             return NotFound(command.key, self._revision)
-        return self._delete(command.key)
-
-    def _put(self, key: str, value: JSONValue, current: KeyValue | None) -> Ok:
         self._revision += 1
-        if current is None:
-            bisect.insort(self._sorted_keys, key)
-            self._entries[key] = KeyValue(key, value, self._revision, self._revision, 1)
-        else:
-            self._entries[key] = dataclasses.replace(
-                current, value=value, mod_revision=self._revision, version=current.version + 1
-            )
-        return Ok(key, value, self._revision)
-
-    def _delete(self, key: str) -> Deleted:
-        self._revision += 1
-        del self._entries[key]
-        del self._sorted_keys[bisect.bisect_left(self._sorted_keys, key)]
-        return Deleted(key, self._revision)
+        self._table.delete(command.key)
+        return Deleted(command.key, self._revision)
 
     def _remember(self, idempotency_key: str, result: WriteResult) -> None:
         self._idempotency[idempotency_key] = result

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import raftkv.kv
 from raftkv.kv import (
     MAX_COMMAND_NESTING,
     UNSET,
@@ -63,6 +64,13 @@ def store_with(*commands: Command, capacity: int = 10) -> KVStore:
     store = KVStore(idempotency_capacity=capacity)
     run(store, *commands)
     return store
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two keys per chunk, so that a few keys span many chunks and every split, merge and copy on write of
+    the sorted table happens at test sizes."""
+    monkeypatch.setattr(raftkv.kv, "_CHUNK_KEYS", 2)
 
 
 # --- commands on the wire -------------------------------------------------------------------------------
@@ -328,22 +336,27 @@ def test_range_rejects_a_negative_limit() -> None:
 
 
 @pytest.mark.parametrize("seed", range(50))
-def test_range_tracks_puts_and_deletes(seed: int) -> None:
+@pytest.mark.parametrize("chunk_keys", [2, raftkv.kv._CHUNK_KEYS])
+def test_range_tracks_puts_and_deletes(seed: int, chunk_keys: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(raftkv.kv, "_CHUNK_KEYS", chunk_keys)
     rng = random.Random(seed)
-    store, model = KVStore(), set[str]()
+    store, model = KVStore(), dict[str, int]()
     alphabet = ["a", "b", "é", "\U0001f600"]
-    for _ in range(200):
+    for n in range(200):
         key = "".join(rng.choices(alphabet, k=rng.randint(1, 3)))
         if rng.random() < 0.6:
-            run(store, Put(key, 0))
-            model.add(key)
+            run(store, Put(key, n))
+            model[key] = n
         else:
             run(store, Delete(key))
-            model.discard(key)
+            model.pop(key, None)
+        assert [(kv.key, kv.value) for kv in store.range()] == sorted(model.items())
     for prefix in ["", *alphabet, "ab", "é\U0001f600"]:
         limit = rng.choice([None, 0, 1, 5])
         expected = sorted(key for key in model if key.startswith(prefix))[:limit]
         assert [kv.key for kv in store.range(prefix, limit)] == expected
+    assert all(store.get(kv.key) == kv for kv in store.range())
+    assert store.get("c") is None and store.get("\U0010ffff") is None
 
 
 # --- idempotency ----------------------------------------------------------------------------------------
@@ -452,7 +465,11 @@ def apply_all(store: KVStore, entries: list[bytes | None]) -> list[Result | None
 
 
 @pytest.mark.parametrize("seed", range(300))
-def test_restore_midway_then_apply_the_rest_equals_applying_everything(seed: int) -> None:
+@pytest.mark.parametrize("chunk_keys", [2, raftkv.kv._CHUNK_KEYS])
+def test_restore_midway_then_apply_the_rest_equals_applying_everything(
+    seed: int, chunk_keys: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(raftkv.kv, "_CHUNK_KEYS", chunk_keys)
     history = random_history(seed, 150)
     split = random.Random(-seed).randint(0, len(history))
     whole = KVStore(idempotency_capacity=8)
@@ -493,6 +510,22 @@ def test_equal_states_give_equal_snapshot_bytes() -> None:
     apply_all(two, history)
     assert snapshot_of(one) == snapshot_of(two)
     assert snapshot_of(restored(snapshot_of(one))) == snapshot_of(one)
+
+
+def test_a_capture_does_not_see_later_writes(small_chunks: None) -> None:
+    store = store_with(*[Put(f"k{n:02d}", n, idempotency_key=f"i{n}") for n in range(40)], capacity=8)
+    expected = snapshot_of(store)
+    writer = store.snapshot()
+    run(
+        store,
+        *[Delete(f"k{n:02d}") for n in range(0, 40, 3)],  # chunks shrink and merge
+        *[Put(f"k{n:02d}+", n) for n in range(40)],  # chunks grow and split
+        Put("k01", "changed", idempotency_key="new"),  # a value changes, an idempotency key is evicted
+    )
+    assert snapshot_of(store) != expected
+    written = io.BytesIO()
+    writer(written)
+    assert written.getvalue() == expected
 
 
 def test_object_member_order_survives_a_snapshot() -> None:
