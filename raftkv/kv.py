@@ -14,10 +14,14 @@ import dataclasses
 import itertools
 import json
 import math
+import operator
 import re
+import struct
 import sys
+import zlib
 from array import array
 from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, BinaryIO, Final, TypeAlias
@@ -36,9 +40,6 @@ The stdlib JSON parser's own limit is the interpreter's recursion limit, which d
 depth: near it, one node could accept an entry another rejects, and the replicas would diverge. A fixed
 limit, checked on the bytes before parsing, keeps the outcome a function of the entry alone.
 """
-
-_SNAPSHOT_NESTING: Final = MAX_COMMAND_NESTING + 8  # a value plus the snapshot's wrappers around it
-_SNAPSHOT_FORMAT: Final = 1
 
 
 class Unset(Enum):
@@ -159,7 +160,7 @@ def _load_json(data: bytes, nesting_limit: int, errors: str) -> Any:
     )
 
 
-def _dump_json(value: JSONValue, errors: str) -> bytes:
+def _dump_json(value: object, errors: str) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
         "utf-8", errors
     )
@@ -328,6 +329,9 @@ class _Chunk:
     def copy(self, epoch: int) -> _Chunk:
         return self.slice(0, len(self.keys), epoch)
 
+    def columns(self) -> tuple[list[str], list[JSONValue], array[int], array[int], array[int]]:
+        return self.keys, self.values, self.create, self.mod, self.version
+
     def key_value(self, i: int) -> KeyValue:
         return KeyValue(self.keys[i], self.values[i], self.create[i], self.mod[i], self.version[i])
 
@@ -460,6 +464,10 @@ class _SortedTable:
             self._maxes.append(chunk.keys[-1])
         self._count += len(run.keys)
 
+    def last_key(self) -> str:
+        """The greatest key, or "" (which is below every key) if there are none."""
+        return self._maxes[-1] if self._maxes else ""
+
     def freeze(self) -> tuple[_Chunk, ...]:
         """The chunks as they are now; later writes leave them alone."""
         self._epoch += 1
@@ -489,6 +497,125 @@ class _SortedTable:
 
 
 # --- snapshot form --------------------------------------------------------------------------------------
+#
+# A snapshot is _SNAPSHOT_PREFIX (magic and format number) and then frames, each a big-endian u32 length, the
+# CRC-32 of the body, and the body: JSON, UTF-8 with lone surrogates passed through (values decoded from
+# "\ud800" escapes may hold them, and so may idempotency keys). The first frame is the header, an object of
+# the counts; then come the keys in order, as columns [keys, values, create, mod, version] of at most
+# _FRAME_ROWS rows; then the idempotency table, oldest first, as columns [idempotency keys, results]; then
+# the end of the data. Values stay JSON, which holds whatever a command can carry (integers of any size,
+# lone surrogates), and a whole frame parses in one call. Where frames are cut depends on the rows alone
+# (every _FRAME_ROWS rows, halved while a body is over _FRAME_BYTES), not on the table's chunks, so equal
+# states write equal bytes.
+
+_SNAPSHOT_PREFIX: Final = b"RKVS" + (2).to_bytes(4, "big")  # format 1 was one JSON object
+_FRAME_HEAD: Final = struct.Struct(">II")  # body length, CRC-32 of the body
+_FRAME_ROWS: Final = 1000
+_FRAME_BYTES: Final = 1 << 20  # a frame of several rows is halved until its body is at most this long
+_READ_PIECE: Final = 1 << 20  # a length read from the data is trusted no further than the data goes
+_SNAPSHOT_NESTING: Final = MAX_COMMAND_NESTING + 8  # a value plus a frame's wrappers around it
+
+Frame: TypeAlias = list[list[Any]]  # columns of equal length
+
+
+def _column_frames(columns: Sequence[Iterator[Any]]) -> Iterator[Frame]:
+    """Cut the columns (iterators of equal length) into frames of ``_FRAME_ROWS`` rows; the last may be shorter."""
+    while (frame := [list(itertools.islice(column, _FRAME_ROWS)) for column in columns]) and frame[0]:
+        yield frame
+
+
+def _encoded(frame: Frame) -> Iterator[bytes]:
+    """The body of ``frame``, or, when it is over ``_FRAME_BYTES``, those of its halves (one row may be more)."""
+    body = _dump_json(frame, "surrogatepass")
+    rows = len(frame[0])
+    if len(body) <= _FRAME_BYTES or rows == 1:
+        yield body
+        return
+    yield from _encoded([column[: rows // 2] for column in frame])
+    yield from _encoded([column[rows // 2 :] for column in frame])
+
+
+def _write_frame(out: BinaryIO, body: bytes) -> None:
+    out.write(_FRAME_HEAD.pack(len(body), zlib.crc32(body)))
+    out.write(body)
+
+
+def _read_exact(data: BinaryIO, size: int) -> bytes:
+    pieces = []
+    while size > 0:
+        piece = data.read(min(size, _READ_PIECE))
+        if not piece:
+            raise SnapshotDecodeError("truncated snapshot")
+        pieces.append(piece)
+        size -= len(piece)
+    return b"".join(pieces)
+
+
+def _read_frame(data: BinaryIO) -> Any:
+    length, crc = _FRAME_HEAD.unpack(_read_exact(data, _FRAME_HEAD.size))
+    body = _read_exact(data, length)
+    if zlib.crc32(body) != crc:
+        raise SnapshotDecodeError("snapshot frame fails its checksum")
+    try:
+        return _load_json(body, _SNAPSHOT_NESTING, "surrogatepass")
+    except ValueError as error:
+        raise SnapshotDecodeError(f"snapshot frame is not JSON: {error}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Header:
+    applied_index: int
+    revision: int
+    idempotency_capacity: int
+    keys: int
+    idempotency: int
+
+    @classmethod
+    def from_json(cls, item: Any) -> _Header:
+        fields = [field.name for field in dataclasses.fields(cls)]
+        if not isinstance(item, dict) or list(item) != fields or not all(_is_count(v) for v in item.values()):
+            raise SnapshotDecodeError(f"bad snapshot header: {item!r:.200}")
+        header = cls(**item)
+        if header.idempotency_capacity < 1 or header.idempotency > header.idempotency_capacity:
+            raise SnapshotDecodeError("idempotency table exceeds its capacity")
+        return header
+
+
+def _is_count(item: object) -> bool:
+    return type(item) is int and item >= 0
+
+
+def _all_of_type(items: list[Any], kind: type) -> bool:
+    return set(map(type, items)) <= {kind}
+
+
+def _key_run_from_json(frame: Any, after: str, revision: int) -> _Chunk:
+    """A frame of keys, checked: string keys ascending from above ``after``, revisions in 1..``revision``."""
+    match frame:
+        case [list(keys), list(values), list(create), list(mod), list(version)] if (
+            0 < len(keys) == len(values) == len(create) == len(mod) == len(version)
+        ):
+            pass
+        case _:
+            raise SnapshotDecodeError(f"bad key frame: {frame!r:.200}")
+    if not _all_of_type(keys, str) or not all(map(operator.lt, itertools.chain((after,), keys), keys)):
+        raise SnapshotDecodeError("snapshot keys are not strings in strictly ascending order")
+    if not all(_all_of_type(column, int) for column in (create, mod, version)):
+        raise SnapshotDecodeError("snapshot revisions are not integers")
+    if min(create) < 1 or max(mod) > revision or min(version) < 1 or not all(map(operator.le, create, mod)):
+        raise SnapshotDecodeError("snapshot revisions out of order or range")
+    try:
+        "".join(keys).encode("utf-8")  # as commands check them: a lone surrogate raises
+        return _Chunk(0, keys, values, array("q", create), array("q", mod), array("q", version))
+    except (ValueError, OverflowError) as error:
+        raise SnapshotDecodeError(f"bad key frame: {error}") from None
+
+
+def _results_from_json(frame: Any) -> list[tuple[str, WriteResult]]:
+    match frame:
+        case [list(keys), list(results)] if 0 < len(keys) == len(results) and _all_of_type(keys, str):
+            return list(zip(keys, map(_result_from_json, results), strict=True))
+    raise SnapshotDecodeError(f"bad idempotency frame: {frame!r:.200}")
 
 
 def _key_value_to_json(kv: KeyValue) -> JSONValue:
@@ -528,6 +655,28 @@ def _result_from_json(item: Any) -> WriteResult:
                 key, None if current is None else _key_value_from_json(current), revision
             )
     raise SnapshotDecodeError(f"bad idempotency result: {item!r:.100}")
+
+
+def _read_keys(data: BinaryIO, header: _Header) -> _SortedTable:
+    table = _SortedTable()
+    while len(table) < header.keys:
+        run = _key_run_from_json(_read_frame(data), table.last_key(), header.revision)
+        if len(run.keys) > header.keys - len(table):
+            raise SnapshotDecodeError("more keys than the snapshot header counts")
+        table.append(run)
+    return table
+
+
+def _read_idempotency(data: BinaryIO, header: _Header) -> OrderedDict[str, WriteResult]:
+    table: OrderedDict[str, WriteResult] = OrderedDict()
+    read = 0
+    while read < header.idempotency:
+        results = _results_from_json(_read_frame(data))
+        read += len(results)
+        table.update(results)
+    if read != header.idempotency or len(table) != read:
+        raise SnapshotDecodeError("idempotency table has duplicates or more entries than its header counts")
+    return table
 
 
 # --- the store ------------------------------------------------------------------------------------------
@@ -600,70 +749,46 @@ class KVStore:
         return self._table.range(prefix, _after_prefix(prefix), limit)
 
     def snapshot(self) -> SnapshotWriter:
-        """Capture the state now (the table's chunks, frozen, and a shallow copy of the idempotency table,
-        whose results are immutable) and return the writer of its bytes; equal states write equal bytes, so
-        replicas can be compared by snapshot."""
+        """Capture the state now -- the table's chunks, frozen, and a copy of the idempotency table, whose
+        results are immutable -- and return the writer of its frames (see "snapshot form")."""
+        header = _Header(
+            self._applied_index,
+            self._revision,
+            self._idempotency_capacity,
+            len(self._table),
+            len(self._idempotency),
+        )
         chunks = self._table.freeze()
-        state: dict[str, Any] = {
-            "format": _SNAPSHOT_FORMAT,
-            "applied_index": self._applied_index,
-            "revision": self._revision,
-            "idempotency_capacity": self._idempotency_capacity,
-            "keys": [],
-            "idempotency": list(self._idempotency.items()),
-        }
+        idempotency = list(self._idempotency.items())
 
         def write(out: BinaryIO) -> None:
-            state["keys"] = [
-                list(row)
-                for chunk in chunks
-                for row in zip(chunk.keys, chunk.values, chunk.create, chunk.mod, chunk.version, strict=True)
-            ]
-            state["idempotency"] = [[key, _result_to_json(result)] for key, result in state["idempotency"]]
-            # Values decoded from "\ud800" escapes may hold lone surrogates: carry them through, losslessly.
-            out.write(_dump_json(state, "surrogatepass"))
+            out.write(_SNAPSHOT_PREFIX)
+            _write_frame(out, _dump_json(dataclasses.asdict(header), "strict"))
+            columns = zip(*(chunk.columns() for chunk in chunks), strict=True)  # nothing if no chunks
+            key_columns = [itertools.chain.from_iterable(column) for column in columns]
+            result_columns = [(key for key, _ in idempotency), (_result_to_json(r) for _, r in idempotency)]
+            for frame in itertools.chain(_column_frames(key_columns), _column_frames(result_columns)):
+                for body in _encoded(frame):
+                    _write_frame(out, body)
 
         return write
 
     def restore(self, data: BinaryIO) -> None:
-        """Become the store a snapshot was written of; it then applies the entries after its
-        ``applied_index``. Raises SnapshotDecodeError, changing nothing, on anything else."""
-        try:
-            state = _load_json(data.read(), _SNAPSHOT_NESTING, "surrogatepass")
-        except ValueError as error:
-            raise SnapshotDecodeError(f"not a snapshot: {error}") from None
-        match state:
-            case {
-                "format": int(version),
-                "applied_index": int(applied_index),
-                "revision": int(revision),
-                "idempotency_capacity": int(capacity),
-                "keys": list(keys),
-                "idempotency": list(idempotency),
-            } if version == _SNAPSHOT_FORMAT and capacity >= 1:
-                pass
-            case _:
-                raise SnapshotDecodeError("not a snapshot of this format")
-        entries = [_key_value_from_json(item) for item in keys]
-        if any(a.key >= b.key for a, b in itertools.pairwise(entries)):
-            raise SnapshotDecodeError("snapshot keys are not strictly ascending")
-        run = _Chunk.empty(0)
-        for kv in entries:
-            run.insert(len(run.keys), kv.key, kv.value, kv.create_revision)
-            run.mod[-1], run.version[-1] = kv.mod_revision, kv.version
-        table = _SortedTable()
-        table.append(run)
-        results: OrderedDict[str, WriteResult] = OrderedDict()
-        for item in idempotency:
-            match item:
-                case [str(key), result]:
-                    results[key] = _result_from_json(result)
-                case _:
-                    raise SnapshotDecodeError(f"bad idempotency entry: {item!r:.100}")
-        if len(results) != len(idempotency) or len(idempotency) > capacity:
-            raise SnapshotDecodeError("idempotency table has duplicates or exceeds its capacity")
-        self._idempotency_capacity, self._applied_index, self._revision = capacity, applied_index, revision
-        self._table, self._idempotency = table, results
+        """Become the store a snapshot was written of, reading it frame by frame; it then applies the entries
+        after its ``applied_index``. Raises SnapshotDecodeError, changing nothing, on anything else."""
+        if _read_exact(data, len(_SNAPSHOT_PREFIX)) != _SNAPSHOT_PREFIX:
+            raise SnapshotDecodeError("not a snapshot of this format")
+        header = _Header.from_json(_read_frame(data))
+        table = _read_keys(data, header)
+        idempotency = _read_idempotency(data, header)
+        if data.read(1):
+            raise SnapshotDecodeError("data after the end of the snapshot")
+        self._applied_index, self._revision = header.applied_index, header.revision
+        self._idempotency_capacity, self._table, self._idempotency = (
+            header.idempotency_capacity,
+            table,
+            idempotency,
+        )
 
     def _execute(self, command: Command) -> WriteResult:
         current = self._table.get(command.key)
