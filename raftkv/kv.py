@@ -515,16 +515,16 @@ _FRAME_BYTES: Final = 1 << 20  # a frame of several rows is halved until its bod
 _READ_PIECE: Final = 1 << 20  # a length read from the data is trusted no further than the data goes
 _SNAPSHOT_NESTING: Final = MAX_COMMAND_NESTING + 8  # a value plus a frame's wrappers around it
 
-Frame: TypeAlias = list[list[Any]]  # columns of equal length
+_Frame: TypeAlias = list[list[Any]]  # columns of equal length
 
 
-def _column_frames(columns: Sequence[Iterator[Any]]) -> Iterator[Frame]:
+def _column_frames(columns: Sequence[Iterator[Any]]) -> Iterator[_Frame]:
     """Cut the columns (iterators of equal length) into frames of ``_FRAME_ROWS`` rows; the last may be shorter."""
     while (frame := [list(itertools.islice(column, _FRAME_ROWS)) for column in columns]) and frame[0]:
         yield frame
 
 
-def _encoded(frame: Frame) -> Iterator[bytes]:
+def _encoded(frame: _Frame) -> Iterator[bytes]:
     """The body of ``frame``, or, when it is over ``_FRAME_BYTES``, those of its halves (one row may be more)."""
     body = _dump_json(frame, "surrogatepass")
     rows = len(frame[0])
@@ -697,7 +697,7 @@ def _read_format_1(text: bytes) -> _Restored:
     return header, table, table_of_results
 
 
-def _columns_of(rows: list[Any], width: int) -> Frame:
+def _columns_of(rows: list[Any], width: int) -> _Frame:
     if not all(isinstance(row, list) and len(row) == width for row in rows):
         raise SnapshotDecodeError(f"rows are not lists of {width}")
     return [list(column) for column in zip(*rows, strict=True)]
