@@ -14,9 +14,14 @@ import dataclasses
 import itertools
 import json
 import math
+import operator
 import re
+import struct
 import sys
+import zlib
+from array import array
 from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, BinaryIO, Final, TypeAlias
@@ -35,9 +40,6 @@ The stdlib JSON parser's own limit is the interpreter's recursion limit, which d
 depth: near it, one node could accept an entry another rejects, and the replicas would diverge. A fixed
 limit, checked on the bytes before parsing, keeps the outcome a function of the entry alone.
 """
-
-_SNAPSHOT_NESTING: Final = MAX_COMMAND_NESTING + 8  # a value plus the snapshot's wrappers around it
-_SNAPSHOT_FORMAT: Final = 1
 
 
 class Unset(Enum):
@@ -158,7 +160,7 @@ def _load_json(data: bytes, nesting_limit: int, errors: str) -> Any:
     )
 
 
-def _dump_json(value: JSONValue, errors: str) -> bytes:
+def _dump_json(value: object, errors: str) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
         "utf-8", errors
     )
@@ -293,7 +295,327 @@ def _after_prefix(prefix: str) -> str | None:
     return stem[:-1] + chr(ord(stem[-1]) + 1) if stem else None
 
 
+# --- the sorted table -----------------------------------------------------------------------------------
+
+_CHUNK_KEYS: Final = 1000
+"""Keys per chunk of the sorted table; a chunk splits above twice this and merges with a neighbour at half.
+
+A new key shifts the references of one chunk, not those of every greater key in the store, and a capture
+shares the chunks instead of copying them."""
+
+
+class _Chunk:
+    """A run of consecutive keys with their state, column by column; revisions are machine integers in arrays
+    (8 bytes each) rather than int objects. ``epoch`` is the table's epoch when this chunk was made."""
+
+    __slots__ = ("create", "epoch", "keys", "mod", "values", "version")
+
+    def __init__(
+        self,
+        epoch: int,
+        keys: list[str],
+        values: list[JSONValue],
+        create: array[int],
+        mod: array[int],
+        version: array[int],
+    ) -> None:
+        self.epoch, self.keys, self.values = epoch, keys, values
+        self.create, self.mod, self.version = create, mod, version
+
+    @classmethod
+    def empty(cls, epoch: int) -> _Chunk:
+        return cls(epoch, [], [], array("q"), array("q"), array("q"))
+
+    def copy(self, epoch: int) -> _Chunk:
+        return self.slice(0, len(self.keys), epoch)
+
+    def columns(self) -> tuple[list[str], list[JSONValue], array[int], array[int], array[int]]:
+        return self.keys, self.values, self.create, self.mod, self.version
+
+    def key_value(self, i: int) -> KeyValue:
+        return KeyValue(self.keys[i], self.values[i], self.create[i], self.mod[i], self.version[i])
+
+    def key_values(self, start: int, end: int) -> list[KeyValue]:
+        return list(
+            map(
+                KeyValue,
+                self.keys[start:end],
+                self.values[start:end],
+                self.create[start:end],
+                self.mod[start:end],
+                self.version[start:end],
+            )
+        )
+
+    def insert(self, i: int, key: str, value: JSONValue, revision: int) -> None:
+        self.keys.insert(i, key)
+        self.values.insert(i, value)
+        self.create.insert(i, revision)
+        self.mod.insert(i, revision)
+        self.version.insert(i, 1)
+
+    def update(self, i: int, value: JSONValue, revision: int) -> None:
+        self.values[i] = value
+        self.mod[i] = revision
+        self.version[i] += 1
+
+    def delete(self, i: int) -> None:
+        del self.keys[i], self.values[i], self.create[i], self.mod[i], self.version[i]
+
+    def extend(self, other: _Chunk) -> None:
+        self.keys += other.keys
+        self.values += other.values
+        self.create += other.create
+        self.mod += other.mod
+        self.version += other.version
+
+    def slice(self, start: int, end: int, epoch: int) -> _Chunk:
+        return _Chunk(
+            epoch,
+            self.keys[start:end],
+            self.values[start:end],
+            self.create[start:end],
+            self.mod[start:end],
+            self.version[start:end],
+        )
+
+    def split_off(self, at: int, epoch: int) -> _Chunk:
+        """Move the keys from ``at`` on into a new chunk, and return it."""
+        tail = self.slice(at, len(self.keys), epoch)
+        del self.keys[at:], self.values[at:], self.create[at:], self.mod[at:], self.version[at:]
+        return tail
+
+
+class _SortedTable:
+    """The keys in order with their state, in chunks that a capture shares.
+
+    ``freeze`` returns the chunks as they are and starts a new epoch; a chunk from an older epoch may be held
+    by a capture, so it is copied before it is changed (copy on write), and a capture never sees later writes.
+    """
+
+    def __init__(self) -> None:
+        self._chunks: list[_Chunk] = []  # none empty
+        self._maxes: list[str] = []  # the last key of each chunk, to find a key's chunk by bisection
+        self._epoch = 0
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def get(self, key: str) -> KeyValue | None:
+        ci = bisect.bisect_left(self._maxes, key)
+        if ci == len(self._maxes):
+            return None
+        chunk = self._chunks[ci]
+        i = bisect.bisect_left(chunk.keys, key)
+        return chunk.key_value(i) if chunk.keys[i] == key else None
+
+    def range(self, low: str, high: str | None, limit: int | None) -> list[KeyValue]:
+        """The keys in [low, high) in order (high None: no upper bound), at most ``limit`` (None: all)."""
+        found: list[KeyValue] = []
+        ci = bisect.bisect_left(self._maxes, low)
+        start = bisect.bisect_left(self._chunks[ci].keys, low) if ci < len(self._chunks) else 0
+        while ci < len(self._chunks) and (limit is None or len(found) < limit):
+            keys = self._chunks[ci].keys
+            end = len(keys) if high is None else bisect.bisect_left(keys, high, start)
+            if limit is not None:
+                end = min(end, start + limit - len(found))
+            found += self._chunks[ci].key_values(start, end)
+            if end < len(keys):
+                break
+            ci, start = ci + 1, 0
+        return found
+
+    def put(self, key: str, value: JSONValue, revision: int) -> None:
+        """Set ``key`` to ``value`` at ``revision``: a new key starts at version 1, an old one counts up."""
+        if not self._chunks:
+            self._chunks.append(_Chunk.empty(self._epoch))
+            self._maxes.append(key)
+        ci = min(bisect.bisect_left(self._maxes, key), len(self._chunks) - 1)
+        chunk = self._writable(ci)
+        i = bisect.bisect_left(chunk.keys, key)
+        if i < len(chunk.keys) and chunk.keys[i] == key:
+            chunk.update(i, value, revision)
+            return
+        chunk.insert(i, key, value, revision)
+        self._count += 1
+        self._maxes[ci] = chunk.keys[-1]
+        self._split_if_big(ci)
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``, which must be present."""
+        ci = bisect.bisect_left(self._maxes, key)
+        chunk = self._writable(ci)
+        chunk.delete(bisect.bisect_left(chunk.keys, key))
+        self._count -= 1
+        if len(self._chunks) > 1 and len(chunk.keys) <= _CHUNK_KEYS // 2:
+            self._merge(ci)
+        elif chunk.keys:
+            self._maxes[ci] = chunk.keys[-1]
+        else:
+            self._chunks.clear()
+            self._maxes.clear()
+
+    def append(self, run: _Chunk) -> None:
+        """Add a run of keys above all present ones (restore's way in), in chunks of ``_CHUNK_KEYS``."""
+        for start in range(0, len(run.keys), _CHUNK_KEYS):
+            chunk = run.slice(start, start + _CHUNK_KEYS, self._epoch)
+            self._chunks.append(chunk)
+            self._maxes.append(chunk.keys[-1])
+        self._count += len(run.keys)
+
+    def last_key(self) -> str:
+        """The greatest key, or "" (which is below every key) if there are none."""
+        return self._maxes[-1] if self._maxes else ""
+
+    def freeze(self) -> tuple[_Chunk, ...]:
+        """The chunks as they are now; later writes leave them alone."""
+        self._epoch += 1
+        return tuple(self._chunks)
+
+    def _writable(self, ci: int) -> _Chunk:
+        chunk = self._chunks[ci]
+        if chunk.epoch != self._epoch:
+            chunk = self._chunks[ci] = chunk.copy(self._epoch)
+        return chunk
+
+    def _split_if_big(self, ci: int) -> None:
+        chunk = self._chunks[ci]
+        if len(chunk.keys) > 2 * _CHUNK_KEYS:
+            tail = chunk.split_off(_CHUNK_KEYS, self._epoch)
+            self._chunks.insert(ci + 1, tail)
+            self._maxes[ci : ci + 1] = [chunk.keys[-1], tail.keys[-1]]
+
+    def _merge(self, ci: int) -> None:
+        """Merge the small chunk ``ci`` with a neighbour, keeping chunks few and the bisection short."""
+        left = ci if ci + 1 < len(self._chunks) else ci - 1
+        chunk = self._writable(left)
+        chunk.extend(self._chunks.pop(left + 1))
+        del self._maxes[left + 1]
+        self._maxes[left] = chunk.keys[-1]
+        self._split_if_big(left)
+
+
 # --- snapshot form --------------------------------------------------------------------------------------
+#
+# A snapshot is _SNAPSHOT_PREFIX (magic and format number) and then frames, each a big-endian u32 length, the
+# CRC-32 of the body, and the body: JSON, UTF-8 with lone surrogates passed through (values decoded from
+# "\ud800" escapes may hold them, and so may idempotency keys). The first frame is the header, an object of
+# the counts; then come the keys in order, as columns [keys, values, create, mod, version] of at most
+# _FRAME_ROWS rows; then the idempotency table, oldest first, as columns [idempotency keys, results]; then
+# the end of the data. Values stay JSON, which holds whatever a command can carry (integers of any size,
+# lone surrogates), and a whole frame parses in one call. Where frames are cut depends on the rows alone
+# (every _FRAME_ROWS rows, halved while a body is over _FRAME_BYTES), not on the table's chunks, so equal
+# states write equal bytes.
+
+_SNAPSHOT_PREFIX: Final = b"RKVS" + (2).to_bytes(4, "big")  # format 1 was one JSON object
+_FRAME_HEAD: Final = struct.Struct(">II")  # body length, CRC-32 of the body
+_FRAME_ROWS: Final = 1000
+_FRAME_BYTES: Final = 1 << 20  # a frame of several rows is halved until its body is at most this long
+_READ_PIECE: Final = 1 << 20  # a length read from the data is trusted no further than the data goes
+_SNAPSHOT_NESTING: Final = MAX_COMMAND_NESTING + 8  # a value plus a frame's wrappers around it
+
+_Frame: TypeAlias = list[list[Any]]  # columns of equal length
+
+
+def _column_frames(columns: Sequence[Iterator[Any]]) -> Iterator[_Frame]:
+    """Cut the columns (iterators of equal length) into frames of ``_FRAME_ROWS`` rows; the last may be shorter."""
+    while (frame := [list(itertools.islice(column, _FRAME_ROWS)) for column in columns]) and frame[0]:
+        yield frame
+
+
+def _encoded(frame: _Frame) -> Iterator[bytes]:
+    """The body of ``frame``, or, when it is over ``_FRAME_BYTES``, those of its halves (one row may be more)."""
+    body = _dump_json(frame, "surrogatepass")
+    rows = len(frame[0])
+    if len(body) <= _FRAME_BYTES or rows == 1:
+        yield body
+        return
+    yield from _encoded([column[: rows // 2] for column in frame])
+    yield from _encoded([column[rows // 2 :] for column in frame])
+
+
+def _write_frame(out: BinaryIO, body: bytes) -> None:
+    out.write(_FRAME_HEAD.pack(len(body), zlib.crc32(body)))
+    out.write(body)
+
+
+def _read_exact(data: BinaryIO, size: int) -> bytes:
+    pieces = []
+    while size > 0:
+        piece = data.read(min(size, _READ_PIECE))
+        if not piece:
+            raise SnapshotDecodeError("truncated snapshot")
+        pieces.append(piece)
+        size -= len(piece)
+    return b"".join(pieces)
+
+
+def _read_frame(data: BinaryIO) -> Any:
+    length, crc = _FRAME_HEAD.unpack(_read_exact(data, _FRAME_HEAD.size))
+    body = _read_exact(data, length)
+    if zlib.crc32(body) != crc:
+        raise SnapshotDecodeError("snapshot frame fails its checksum")
+    try:
+        return _load_json(body, _SNAPSHOT_NESTING, "surrogatepass")
+    except ValueError as error:
+        raise SnapshotDecodeError(f"snapshot frame is not JSON: {error}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Header:
+    applied_index: int
+    revision: int
+    idempotency_capacity: int
+    keys: int
+    idempotency: int
+
+    @classmethod
+    def from_json(cls, item: Any) -> _Header:
+        fields = [field.name for field in dataclasses.fields(cls)]
+        if not isinstance(item, dict) or list(item) != fields or not all(_is_count(v) for v in item.values()):
+            raise SnapshotDecodeError(f"bad snapshot header: {item!r:.200}")
+        header = cls(**item)
+        if header.idempotency_capacity < 1 or header.idempotency > header.idempotency_capacity:
+            raise SnapshotDecodeError("idempotency table exceeds its capacity")
+        return header
+
+
+def _is_count(item: object) -> bool:
+    return type(item) is int and item >= 0
+
+
+def _all_of_type(items: list[Any], kind: type) -> bool:
+    return set(map(type, items)) <= {kind}
+
+
+def _key_run_from_json(frame: Any, after: str, revision: int) -> _Chunk:
+    """A frame of keys, checked: string keys ascending from above ``after``, revisions in 1..``revision``."""
+    match frame:
+        case [list(keys), list(values), list(create), list(mod), list(version)] if (
+            0 < len(keys) == len(values) == len(create) == len(mod) == len(version)
+        ):
+            pass
+        case _:
+            raise SnapshotDecodeError(f"bad key frame: {frame!r:.200}")
+    if not _all_of_type(keys, str) or not all(map(operator.lt, itertools.chain((after,), keys), keys)):
+        raise SnapshotDecodeError("snapshot keys are not strings in strictly ascending order")
+    if not all(_all_of_type(column, int) for column in (create, mod, version)):
+        raise SnapshotDecodeError("snapshot revisions are not integers")
+    if min(create) < 1 or max(mod) > revision or min(version) < 1 or not all(map(operator.le, create, mod)):
+        raise SnapshotDecodeError("snapshot revisions out of order or range")
+    try:
+        "".join(keys).encode("utf-8")  # as commands check them: a lone surrogate raises
+        return _Chunk(0, keys, values, array("q", create), array("q", mod), array("q", version))
+    except (ValueError, OverflowError) as error:
+        raise SnapshotDecodeError(f"bad key frame: {error}") from None
+
+
+def _results_from_json(frame: Any) -> list[tuple[str, WriteResult]]:
+    match frame:
+        case [list(keys), list(results)] if 0 < len(keys) == len(results) and _all_of_type(keys, str):
+            return list(zip(keys, map(_result_from_json, results), strict=True))
+    raise SnapshotDecodeError(f"bad idempotency frame: {frame!r:.200}")
 
 
 def _key_value_to_json(kv: KeyValue) -> JSONValue:
@@ -335,6 +657,74 @@ def _result_from_json(item: Any) -> WriteResult:
     raise SnapshotDecodeError(f"bad idempotency result: {item!r:.100}")
 
 
+_Restored: TypeAlias = tuple[_Header, _SortedTable, OrderedDict[str, WriteResult]]
+
+
+def _read_format_2(data: BinaryIO) -> _Restored:
+    header = _Header.from_json(_read_frame(data))
+    table = _read_keys(data, header)
+    idempotency = _read_idempotency(data, header)
+    if data.read(1):
+        raise SnapshotDecodeError("data after the end of the snapshot")
+    return header, table, idempotency
+
+
+def _read_format_1(text: bytes) -> _Restored:
+    """Format 1, one JSON object, as earlier versions wrote it: a node restarting after an upgrade has one.
+    It is read whole (the store writes format 2 from then on), and its rows pass format 2's checks."""
+    try:
+        state = _load_json(text, _SNAPSHOT_NESTING, "surrogatepass")
+    except ValueError as error:
+        raise SnapshotDecodeError(f"not a snapshot: {error}") from None
+    match state:
+        case {"format": 1, "keys": list(keys), "idempotency": list(idempotency), **fields} if (
+            len(fields) == 3
+        ):
+            pass
+        case _:
+            raise SnapshotDecodeError("not a snapshot of format 1")
+    header = _Header.from_json(
+        {name: state.get(name) for name in ("applied_index", "revision", "idempotency_capacity")}
+        | {"keys": len(keys), "idempotency": len(idempotency)}
+    )
+    table = _SortedTable()
+    if keys:
+        table.append(_key_run_from_json(_columns_of(keys, 5), "", header.revision))
+    results = _results_from_json(_columns_of(idempotency, 2)) if idempotency else []
+    table_of_results = OrderedDict(results)
+    if len(table_of_results) != len(results):
+        raise SnapshotDecodeError("idempotency table has duplicates")
+    return header, table, table_of_results
+
+
+def _columns_of(rows: list[Any], width: int) -> _Frame:
+    if not all(isinstance(row, list) and len(row) == width for row in rows):
+        raise SnapshotDecodeError(f"rows are not lists of {width}")
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _read_keys(data: BinaryIO, header: _Header) -> _SortedTable:
+    table = _SortedTable()
+    while len(table) < header.keys:
+        run = _key_run_from_json(_read_frame(data), table.last_key(), header.revision)
+        if len(run.keys) > header.keys - len(table):
+            raise SnapshotDecodeError("more keys than the snapshot header counts")
+        table.append(run)
+    return table
+
+
+def _read_idempotency(data: BinaryIO, header: _Header) -> OrderedDict[str, WriteResult]:
+    table: OrderedDict[str, WriteResult] = OrderedDict()
+    read = 0
+    while read < header.idempotency:
+        results = _results_from_json(_read_frame(data))
+        read += len(results)
+        table.update(results)
+    if read != header.idempotency or len(table) != read:
+        raise SnapshotDecodeError("idempotency table has duplicates or more entries than its header counts")
+    return table
+
+
 # --- the store ------------------------------------------------------------------------------------------
 
 
@@ -351,8 +741,7 @@ class KVStore:
         if idempotency_capacity < 1:
             raise ValueError("idempotency_capacity must be at least 1")
         self._idempotency_capacity = idempotency_capacity
-        self._entries: dict[str, KeyValue] = {}
-        self._sorted_keys: list[str] = []  # kept sorted with bisect, so range() never sorts
+        self._table = _SortedTable()
         self._idempotency: OrderedDict[str, WriteResult] = OrderedDict()  # oldest first, by apply order
         self._revision = 0
         self._applied_index = 0
@@ -396,105 +785,70 @@ class KVStore:
         return result
 
     def get(self, key: str) -> KeyValue | None:
-        return self._entries.get(key)
+        return self._table.get(key)
 
     def range(self, prefix: str = "", limit: int | None = None) -> list[KeyValue]:
         """Keys starting with ``prefix``, in key order (code point order, which is also UTF-8 byte order);
         at most ``limit`` of them (None: all)."""
         if limit is not None and limit < 0:
             raise ValueError("limit must not be negative")
-        start = bisect.bisect_left(self._sorted_keys, prefix)
-        after = _after_prefix(prefix)
-        end = len(self._sorted_keys) if after is None else bisect.bisect_left(self._sorted_keys, after, start)
-        if limit is not None:
-            end = min(end, start + limit)
-        return [self._entries[key] for key in self._sorted_keys[start:end]]
+        return self._table.range(prefix, _after_prefix(prefix), limit)
 
     def snapshot(self) -> SnapshotWriter:
-        """Capture the state now (shallow copies: every ``KeyValue`` and result is immutable) and return the
-        writer of its bytes; equal states write equal bytes, so replicas can be compared by snapshot."""
-        state: dict[str, Any] = {
-            "format": _SNAPSHOT_FORMAT,
-            "applied_index": self._applied_index,
-            "revision": self._revision,
-            "idempotency_capacity": self._idempotency_capacity,
-            "keys": [self._entries[key] for key in self._sorted_keys],
-            "idempotency": list(self._idempotency.items()),
-        }
+        """Capture the state now -- the table's chunks, frozen, and a copy of the idempotency table, whose
+        results are immutable -- and return the writer of its frames (see "snapshot form")."""
+        header = _Header(
+            self._applied_index,
+            self._revision,
+            self._idempotency_capacity,
+            len(self._table),
+            len(self._idempotency),
+        )
+        chunks = self._table.freeze()
+        idempotency = list(self._idempotency.items())
 
         def write(out: BinaryIO) -> None:
-            state["keys"] = [_key_value_to_json(kv) for kv in state["keys"]]
-            state["idempotency"] = [[key, _result_to_json(result)] for key, result in state["idempotency"]]
-            # Values decoded from "\ud800" escapes may hold lone surrogates: carry them through, losslessly.
-            out.write(_dump_json(state, "surrogatepass"))
+            out.write(_SNAPSHOT_PREFIX)
+            _write_frame(out, _dump_json(dataclasses.asdict(header), "strict"))
+            columns = zip(*(chunk.columns() for chunk in chunks), strict=True)  # nothing if no chunks
+            key_columns = [itertools.chain.from_iterable(column) for column in columns]
+            result_columns = [(key for key, _ in idempotency), (_result_to_json(r) for _, r in idempotency)]
+            for frame in itertools.chain(_column_frames(key_columns), _column_frames(result_columns)):
+                for body in _encoded(frame):
+                    _write_frame(out, body)
 
         return write
 
     def restore(self, data: BinaryIO) -> None:
-        """Become the store a snapshot was written of; it then applies the entries after its
-        ``applied_index``. Raises SnapshotDecodeError, changing nothing, on anything else."""
-        try:
-            state = _load_json(data.read(), _SNAPSHOT_NESTING, "surrogatepass")
-        except ValueError as error:
-            raise SnapshotDecodeError(f"not a snapshot: {error}") from None
-        match state:
-            case {
-                "format": int(version),
-                "applied_index": int(applied_index),
-                "revision": int(revision),
-                "idempotency_capacity": int(capacity),
-                "keys": list(keys),
-                "idempotency": list(idempotency),
-            } if version == _SNAPSHOT_FORMAT and capacity >= 1:
-                pass
-            case _:
-                raise SnapshotDecodeError("not a snapshot of this format")
-        entries = [_key_value_from_json(item) for item in keys]
-        sorted_keys = [kv.key for kv in entries]
-        if any(a >= b for a, b in itertools.pairwise(sorted_keys)):
-            raise SnapshotDecodeError("snapshot keys are not strictly ascending")
-        table: OrderedDict[str, WriteResult] = OrderedDict()
-        for item in idempotency:
-            match item:
-                case [str(key), result]:
-                    table[key] = _result_from_json(result)
-                case _:
-                    raise SnapshotDecodeError(f"bad idempotency entry: {item!r:.100}")
-        if len(table) != len(idempotency) or len(idempotency) > capacity:
-            raise SnapshotDecodeError("idempotency table has duplicates or exceeds its capacity")
-        self._idempotency_capacity, self._applied_index, self._revision = capacity, applied_index, revision
-        self._entries, self._sorted_keys, self._idempotency = (
-            {kv.key: kv for kv in entries},
-            sorted_keys,
+        """Become the store a snapshot was written of, reading it frame by frame; it then applies the entries
+        after its ``applied_index``. Raises SnapshotDecodeError, changing nothing, on anything else."""
+        prefix = data.read(len(_SNAPSHOT_PREFIX))
+        if prefix == _SNAPSHOT_PREFIX:
+            header, table, idempotency = _read_format_2(data)
+        elif prefix.startswith(b"{"):
+            header, table, idempotency = _read_format_1(prefix + data.read())
+        else:
+            raise SnapshotDecodeError("not a snapshot of a known format")
+        self._applied_index, self._revision = header.applied_index, header.revision
+        self._idempotency_capacity, self._table, self._idempotency = (
+            header.idempotency_capacity,
             table,
+            idempotency,
         )
 
     def _execute(self, command: Command) -> WriteResult:
-        current = self._entries.get(command.key)
+        current = self._table.get(command.key)
         if not _preconditions_hold(command, current):
             return PreconditionFailed(command.key, current, self._revision)
         if isinstance(command, Put):
-            return self._put(command.key, command.value, current)
+            self._revision += 1
+            self._table.put(command.key, command.value, self._revision)
+            return Ok(command.key, command.value, self._revision)
         if current is None:
             return NotFound(command.key, self._revision)
-        return self._delete(command.key)
-
-    def _put(self, key: str, value: JSONValue, current: KeyValue | None) -> Ok:
         self._revision += 1
-        if current is None:
-            bisect.insort(self._sorted_keys, key)
-            self._entries[key] = KeyValue(key, value, self._revision, self._revision, 1)
-        else:
-            self._entries[key] = dataclasses.replace(
-                current, value=value, mod_revision=self._revision, version=current.version + 1
-            )
-        return Ok(key, value, self._revision)
-
-    def _delete(self, key: str) -> Deleted:
-        self._revision += 1
-        del self._entries[key]
-        del self._sorted_keys[bisect.bisect_left(self._sorted_keys, key)]
-        return Deleted(key, self._revision)
+        self._table.delete(command.key)
+        return Deleted(command.key, self._revision)
 
     def _remember(self, idempotency_key: str, result: WriteResult) -> None:
         self._idempotency[idempotency_key] = result

@@ -5,12 +5,16 @@ from __future__ import annotations
 import io
 import json
 import random
-from collections.abc import Callable
+import struct
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import raftkv.kv
 from raftkv.kv import (
     MAX_COMMAND_NESTING,
     UNSET,
@@ -63,6 +67,13 @@ def store_with(*commands: Command, capacity: int = 10) -> KVStore:
     store = KVStore(idempotency_capacity=capacity)
     run(store, *commands)
     return store
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two keys per chunk, so that a few keys span many chunks and every split, merge and copy on write of
+    the sorted table happens at test sizes."""
+    monkeypatch.setattr(raftkv.kv, "_CHUNK_KEYS", 2)
 
 
 # --- commands on the wire -------------------------------------------------------------------------------
@@ -328,22 +339,27 @@ def test_range_rejects_a_negative_limit() -> None:
 
 
 @pytest.mark.parametrize("seed", range(50))
-def test_range_tracks_puts_and_deletes(seed: int) -> None:
+@pytest.mark.parametrize("chunk_keys", [2, raftkv.kv._CHUNK_KEYS])
+def test_range_tracks_puts_and_deletes(seed: int, chunk_keys: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(raftkv.kv, "_CHUNK_KEYS", chunk_keys)
     rng = random.Random(seed)
-    store, model = KVStore(), set[str]()
+    store, model = KVStore(), dict[str, int]()
     alphabet = ["a", "b", "é", "\U0001f600"]
-    for _ in range(200):
+    for n in range(200):
         key = "".join(rng.choices(alphabet, k=rng.randint(1, 3)))
         if rng.random() < 0.6:
-            run(store, Put(key, 0))
-            model.add(key)
+            run(store, Put(key, n))
+            model[key] = n
         else:
             run(store, Delete(key))
-            model.discard(key)
+            model.pop(key, None)
+        assert [(kv.key, kv.value) for kv in store.range()] == sorted(model.items())
     for prefix in ["", *alphabet, "ab", "é\U0001f600"]:
         limit = rng.choice([None, 0, 1, 5])
         expected = sorted(key for key in model if key.startswith(prefix))[:limit]
         assert [kv.key for kv in store.range(prefix, limit)] == expected
+    assert all(store.get(kv.key) == kv for kv in store.range())
+    assert store.get("c") is None and store.get("\U0010ffff") is None
 
 
 # --- idempotency ----------------------------------------------------------------------------------------
@@ -452,7 +468,11 @@ def apply_all(store: KVStore, entries: list[bytes | None]) -> list[Result | None
 
 
 @pytest.mark.parametrize("seed", range(300))
-def test_restore_midway_then_apply_the_rest_equals_applying_everything(seed: int) -> None:
+@pytest.mark.parametrize("chunk_keys", [2, raftkv.kv._CHUNK_KEYS])
+def test_restore_midway_then_apply_the_rest_equals_applying_everything(
+    seed: int, chunk_keys: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(raftkv.kv, "_CHUNK_KEYS", chunk_keys)
     history = random_history(seed, 150)
     split = random.Random(-seed).randint(0, len(history))
     whole = KVStore(idempotency_capacity=8)
@@ -495,6 +515,22 @@ def test_equal_states_give_equal_snapshot_bytes() -> None:
     assert snapshot_of(restored(snapshot_of(one))) == snapshot_of(one)
 
 
+def test_a_capture_does_not_see_later_writes(small_chunks: None) -> None:
+    store = store_with(*[Put(f"k{n:02d}", n, idempotency_key=f"i{n}") for n in range(40)], capacity=8)
+    expected = snapshot_of(store)
+    writer = store.snapshot()
+    run(
+        store,
+        *[Delete(f"k{n:02d}") for n in range(0, 40, 3)],  # chunks shrink and merge
+        *[Put(f"k{n:02d}+", n) for n in range(40)],  # chunks grow and split
+        Put("k01", "changed", idempotency_key="new"),  # a value changes, an idempotency key is evicted
+    )
+    assert snapshot_of(store) != expected
+    written = io.BytesIO()
+    writer(written)
+    assert written.getvalue() == expected
+
+
 def test_object_member_order_survives_a_snapshot() -> None:
     store = store_with(Put("k", {"z": 1, "a": 2}))
     copy = restored(snapshot_of(store))
@@ -506,7 +542,54 @@ def test_object_member_order_survives_a_snapshot() -> None:
 def test_lone_surrogates_from_escapes_survive_a_snapshot() -> None:
     store = KVStore()
     assert store.apply(1, b'{"op":"put","key":"k","value":"\\ud800"}') == Ok("k", "\ud800", 1)
-    assert restored(snapshot_of(store)).get("k") == KeyValue("k", "\ud800", 1, 1, 1)
+    put = b'{"op":"put","key":"j","value":["\\udfff"],"idempotency_key":"\\ud800"}'
+    assert store.apply(2, put) == Ok("j", ["\udfff"], 2)
+    copy = restored(snapshot_of(store))
+    assert snapshot_of(copy) == snapshot_of(store)
+    assert copy.get("k") == KeyValue("k", "\ud800", 1, 1, 1)
+    assert copy.apply(3, put) == Ok("j", ["\udfff"], 2)  # the idempotency key was kept
+
+
+DEEPEST: Final[JSONValue] = json.loads("[" * (MAX_COMMAND_NESTING - 1) + "]" * (MAX_COMMAND_NESTING - 1))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [2**64, -(2**200), 10**4000, 1e300, -0.0, 5e-324, "é\U0001f600\x00", {"": {"a": [None]}}, DEEPEST],
+    ids=["2**64", "-2**200", "10**4000", "1e300", "-0.0", "5e-324", "non-ascii", "object", "deepest"],
+)
+def test_any_value_a_command_can_carry_survives_a_snapshot(value: JSONValue) -> None:
+    # The value is in the table, in an Ok and in a PreconditionFailed's current.
+    store = store_with(Put("k", value, idempotency_key="i"), Put("k", 1, prev_value=[], idempotency_key="j"))
+    copy = restored(snapshot_of(store))
+    kv = copy.get("k")
+    assert kv is not None and json.dumps(kv.value) == json.dumps(value)
+    assert snapshot_of(copy) == snapshot_of(store)
+
+
+FORMAT_1_HISTORY: list[bytes | None] = [
+    encode_command(Put("a", {"n": 2**70}, idempotency_key="i1")),
+    b'{"op":"put","key":"b","value":"\\ud800"}',
+    encode_command(Put("a", "é", prev_value=0, idempotency_key="i2")),
+    encode_command(Delete("c", idempotency_key="i3")),
+    encode_command(Put("c", [1.5, None])),
+    encode_command(Delete("c", idempotency_key="i4")),
+    encode_command(Put("a", 3)),
+]
+FORMAT_1_SNAPSHOT = (  # what the format-1 writer wrote after FORMAT_1_HISTORY, with capacity 4
+    b'{"format":1,"applied_index":7,"revision":5,"idempotency_capacity":4,'
+    b'"keys":[["a",3,1,5,2],["b","\xed\xa0\x80",2,2,1]],'
+    b'"idempotency":[["i1",["ok","a",{"n":1180591620717411303424},1]],'
+    b'["i2",["precondition_failed","a",["a",{"n":1180591620717411303424},1,1,1],2]],'
+    b'["i3",["not_found","c",2]],["i4",["deleted","c",4]]]}'
+)
+
+
+def test_a_format_1_snapshot_restores_to_the_same_state() -> None:
+    """Nodes of an earlier version wrote format 1: after an upgrade, a restart restores it."""
+    applied = KVStore(idempotency_capacity=4)
+    apply_all(applied, FORMAT_1_HISTORY)
+    assert snapshot_of(restored(FORMAT_1_SNAPSHOT)) == snapshot_of(applied)
 
 
 @pytest.mark.parametrize(
@@ -516,15 +599,245 @@ def test_lone_surrogates_from_escapes_survive_a_snapshot() -> None:
         b"[]",
         b'{"format":2}',
         b'{"format":1,"applied_index":0,"revision":0,"idempotency_capacity":0,"keys":[],"idempotency":[]}',
-        b'{"format":1,"applied_index":0,"revision":0,"idempotency_capacity":1,"keys":[["b",1,1,1,1],["a",1,1,1,1]],'
+        b'{"format":1,"applied_index":0,"revision":1,"idempotency_capacity":1,"keys":[["b",1,1,1,1],["a",1,1,1,1]],'
         b'"idempotency":[]}',
+        b'{"format":1,"applied_index":0,"revision":0,"idempotency_capacity":1,"keys":[],"idempotency":[],"x":0}',
+        b'{"format":1,"applied_index":0,"revision":0,"idempotency_capacity":1,"keys":[],"idempotency":[]} {}',
+        b'{"format":1,"applied_index":0,"revision":0,"idempotency_capacity":2,"keys":[],'
+        b'"idempotency":[["i",["ok","k",1,1]],["i",["ok","k",1,1]]]}',
+        b'{"format":1,"applied_index":0,"revision":0,"idempotency_capacity":2,"keys":[],'
+        b'"idempotency":[["i",["ok","k",1,1],3]]}',
         b'{"format":1,"applied_index":0,"revision":0,"idempotency_capacity":1,"keys":[["a",1,1,1]],"idempotency":[]}',
+        b'{"format":1,"applied_index":0,"revision":1,"idempotency_capacity":1,"keys":[["a",1,1,1,1],["b",1,1,1]],'
+        b'"idempotency":[]}',
         b'{"format":1,"applied_index":0,"revision":0,"idempotency_capacity":1,"keys":[],'
         b'"idempotency":[["i",["ok","k",1,1]],["j",["ok","k",1,1]]]}',
         b'{"format":1,"applied_index":0,"revision":0,"idempotency_capacity":1,"keys":[],'
         b'"idempotency":[["i",["maybe","k",1]]]}',
     ],
 )
-def test_restore_rejects_what_snapshot_did_not_write(data: bytes) -> None:
+def test_restore_rejects_a_broken_format_1_snapshot(data: bytes) -> None:
     with pytest.raises(SnapshotDecodeError):
         restored(data)
+
+
+# --- the snapshot format --------------------------------------------------------------------------------
+
+PREFIX = b"RKVS" + (2).to_bytes(4, "big")  # magic and format number
+
+
+def frame(body: object) -> bytes:
+    """One frame as the format lays it out: body length, CRC-32 of the body, the body as JSON."""
+    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return struct.pack(">II", len(data), zlib.crc32(data)) + data
+
+
+def snapshot_bytes(frames: Sequence[object]) -> bytes:
+    return PREFIX + b"".join(map(frame, frames))
+
+
+def frame_bodies(data: bytes) -> list[Any]:
+    """The parsed frames of a snapshot (the inverse of ``snapshot_bytes``)."""
+    assert data.startswith(PREFIX)
+    bodies, at = [], len(PREFIX)
+    while at < len(data):
+        length, _ = struct.unpack_from(">II", data, at)
+        bodies.append(json.loads(data[at + 8 : at + 8 + length].decode("utf-8", "surrogatepass")))
+        at += 8 + length
+    return bodies
+
+
+def header(**fields: object) -> dict[str, object]:
+    return {
+        "applied_index": 3,
+        "revision": 3,
+        "idempotency_capacity": 2,
+        "keys": 2,
+        "idempotency": 1,
+    } | fields
+
+
+def key_frame(**columns: list[Any]) -> list[list[Any]]:
+    """Two keys, a (put at 1, updated at 3) and b (put at 2); ``columns`` replace some."""
+    frame: dict[str, list[Any]] = {
+        "keys": ["a", "b"],
+        "values": [1, [2]],
+        "create": [1, 2],
+        "mod": [3, 2],
+        "version": [2, 1],
+    }
+    return list((frame | columns).values())
+
+
+RESULTS_FRAME: list[list[Any]] = [["i"], [["ok", "a", 1, 3]]]
+VALID: list[object] = [header(), key_frame(), RESULTS_FRAME]
+
+
+def test_the_hand_built_snapshot_is_what_the_store_writes() -> None:
+    store = restored(snapshot_bytes(VALID))
+    assert store.range() == [KeyValue("a", 1, 1, 3, 2), KeyValue("b", [2], 2, 2, 1)]
+    assert store.apply(4, encode_command(Put("x", 0, idempotency_key="i"))) == Ok("a", 1, 3)
+    assert snapshot_of(restored(snapshot_bytes(VALID))) == snapshot_bytes(VALID)
+
+
+INVALID: dict[str, Sequence[object]] = {
+    "header-not-an-object": [list(header().values()), key_frame(), RESULTS_FRAME],
+    "header-missing-a-field": [
+        {k: v for k, v in header().items() if k != "revision"},
+        key_frame(),
+        RESULTS_FRAME,
+    ],
+    "header-extra-field": [header(more=1), key_frame(), RESULTS_FRAME],
+    "header-negative-index": [header(applied_index=-1), key_frame(), RESULTS_FRAME],
+    "header-boolean-count": [header(idempotency=True), key_frame(), RESULTS_FRAME],
+    "zero-capacity": [header(idempotency_capacity=0, idempotency=0), key_frame()],
+    "over-capacity": [
+        header(idempotency_capacity=1, idempotency=2),
+        key_frame(),
+        [["i", "j"], RESULTS_FRAME[1] * 2],
+    ],
+    "more-keys-than-counted": [header(keys=1), key_frame(), RESULTS_FRAME],
+    "fewer-keys-than-counted": [header(keys=3), key_frame(), RESULTS_FRAME],
+    "empty-key-frame": [header(), key_frame(keys=[], values=[], create=[], mod=[], version=[]), *VALID[1:]],
+    "empty-idempotency-frame": [header(), key_frame(), [[], []], RESULTS_FRAME],
+    "columns-of-unequal-length": [header(), key_frame(values=[1]), RESULTS_FRAME],
+    "key-frame-not-columns": [header(), {"keys": ["a", "b"]}, RESULTS_FRAME],
+    "keys-descending": [header(), key_frame(keys=["b", "a"]), RESULTS_FRAME],
+    "keys-repeated": [header(), key_frame(keys=["a", "a"]), RESULTS_FRAME],
+    "keys-descending-across-frames": [
+        header(),
+        key_frame(keys=["b"], values=[1], create=[1], mod=[1], version=[1]),
+        key_frame(keys=["a"], values=[1], create=[2], mod=[2], version=[1]),
+        RESULTS_FRAME,
+    ],
+    "empty-key": [header(), key_frame(keys=["", "b"]), RESULTS_FRAME],
+    "non-string-key": [header(), key_frame(keys=[1, "b"]), RESULTS_FRAME],
+    "lone-surrogate-in-key": [header(), key_frame(keys=["a", "\ud800"]), RESULTS_FRAME],
+    "float-revision": [header(), key_frame(create=[1.0, 2]), RESULTS_FRAME],
+    "boolean-version": [header(), key_frame(version=[True, 1]), RESULTS_FRAME],
+    "revision-zero": [header(), key_frame(create=[0, 2]), RESULTS_FRAME],
+    "created-after-modified": [header(), key_frame(create=[1, 3]), RESULTS_FRAME],
+    "modified-after-the-store-revision": [header(), key_frame(mod=[4, 2]), RESULTS_FRAME],
+    "version-zero": [header(), key_frame(version=[0, 1]), RESULTS_FRAME],
+    "revision-beyond-64-bits": [header(revision=2**64), key_frame(mod=[2**64, 2]), RESULTS_FRAME],
+    "value-nested-too-deep": [
+        header(),
+        key_frame(values=[1, json.loads("[" * 100 + "]" * 100)]),
+        RESULTS_FRAME,
+    ],
+    "idempotency-key-repeated": [header(idempotency=2), key_frame(), [["i", "i"], RESULTS_FRAME[1] * 2]],
+    "more-results-than-counted": [header(), key_frame(), [["i", "j"], RESULTS_FRAME[1] * 2]],
+    "idempotency-key-not-a-string": [header(), key_frame(), [[7], RESULTS_FRAME[1]]],
+    "unknown-result": [header(), key_frame(), [["i"], [["maybe", "a", 3]]]],
+    "fewer-results-than-counted": [header(idempotency=2), key_frame(), RESULTS_FRAME],
+    "missing-frame": [header(), key_frame()],
+    "frame-after-the-end": [*VALID, RESULTS_FRAME],
+}
+
+
+@pytest.mark.parametrize("frames", INVALID.values(), ids=INVALID.keys())
+def test_restore_rejects_frames_the_store_did_not_write_and_changes_nothing(frames: Sequence[object]) -> None:
+    store = store_with(Put("k", 1, idempotency_key="i"))
+    before = snapshot_of(store)
+    with pytest.raises(SnapshotDecodeError):
+        store.restore(io.BytesIO(snapshot_bytes(frames)))
+    assert snapshot_of(store) == before
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        PREFIX,
+        PREFIX[:4] + (3).to_bytes(4, "big") + snapshot_bytes(VALID)[len(PREFIX) :],  # another format
+        PREFIX + struct.pack(">II", 8, zlib.crc32(b"not json")) + b"not json",
+        snapshot_bytes(VALID) + b"\n",
+    ],
+    ids=["empty", "prefix-only", "format-3", "body-not-json", "trailing-byte"],
+)
+def test_restore_rejects_other_formats(data: bytes) -> None:
+    with pytest.raises(SnapshotDecodeError):
+        restored(data)
+
+
+@given(st.binary())
+def test_restore_rejects_garbage(data: bytes) -> None:
+    for candidate in (data, PREFIX + data, PREFIX + frame(header()) + data):
+        with pytest.raises(SnapshotDecodeError):
+            restored(candidate)
+
+
+@pytest.fixture
+def small_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three rows per frame, so that a few keys and idempotency entries make several frames."""
+    monkeypatch.setattr(raftkv.kv, "_FRAME_ROWS", 3)
+
+
+def several_frames_snapshot() -> bytes:
+    store = store_with(*[Put(f"k{n}", "v" * n, idempotency_key=f"i{n}") for n in range(7)], capacity=5)
+    data = snapshot_of(store)
+    assert len(frame_bodies(data)) == 1 + 3 + 2
+    return data
+
+
+def test_every_truncation_is_rejected(small_frames: None) -> None:
+    data = several_frames_snapshot()
+    for end in range(len(data)):
+        with pytest.raises(SnapshotDecodeError):
+            restored(data[:end])
+
+
+def test_every_changed_byte_is_rejected(small_frames: None) -> None:
+    data = several_frames_snapshot()
+    for at in range(len(data)):
+        for flip in (0x01, 0x80):
+            with pytest.raises(SnapshotDecodeError):
+                restored(data[:at] + bytes([data[at] ^ flip]) + data[at + 1 :])
+
+
+def test_a_snapshot_of_many_frames_restores_equal() -> None:
+    keys, remembered = 2500, 1200
+    rows = raftkv.kv._FRAME_ROWS
+    assert rows < remembered < keys  # several frames of each kind
+    store = store_with(
+        *[Put(f"k{n:05d}", n, idempotency_key=f"i{n}" if n < remembered else None) for n in range(keys)],
+        capacity=remembered,
+    )
+    data = snapshot_of(store)
+    assert len(frame_bodies(data)) == 1 + -(-keys // rows) + -(-remembered // rows)
+    copy = restored(data)
+    assert snapshot_of(copy) == data
+    assert copy.range() == store.range()
+    assert all(copy.get(kv.key) == kv for kv in store.range())
+    for replica in (store, copy):
+        assert run(replica, Put("k00007", "again", idempotency_key="i7")) == [Ok("k00007", 7, 8)]
+
+
+def test_frames_are_halved_until_small_unless_one_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(raftkv.kv, "_FRAME_BYTES", 200)
+    store = store_with(*[Put(f"k{n:02d}", "v" * (n * 10)) for n in range(40)])
+    data = snapshot_of(store)
+    key_frames = frame_bodies(data)[1:]
+    assert sum(len(f[0]) for f in key_frames) == 40
+    assert all(len(frame(f)) <= 8 + 200 or len(f[0]) == 1 for f in key_frames)
+    assert any(len(f[0]) > 1 for f in key_frames) and any(len(frame(f)) > 8 + 200 for f in key_frames)
+    assert snapshot_of(restored(data)) == data
+
+
+def test_replicas_write_identical_bytes_over_many_frames_and_chunks(
+    small_chunks: None, small_frames: None
+) -> None:
+    rng = random.Random(5)
+    history: list[bytes | None] = []
+    for n in range(400):
+        key, idempotency_key = f"k{rng.randrange(60)}", rng.choice([None, f"i{rng.randrange(30)}"])
+        command = Delete(key) if rng.random() < 0.3 else Put(key, n, idempotency_key=idempotency_key)
+        history.append(encode_command(command))
+    one, two = KVStore(idempotency_capacity=8), KVStore(idempotency_capacity=8)
+    apply_all(one, history)
+    apply_all(two, history[:150])
+    three = restored(snapshot_of(two))  # its chunks are cut where the frames were, not where splits were
+    apply_all(two, history[150:])
+    apply_all(three, history[150:])
+    assert len(frame_bodies(snapshot_of(one))) > 10
+    assert snapshot_of(one) == snapshot_of(two) == snapshot_of(three)
