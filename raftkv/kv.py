@@ -657,52 +657,6 @@ def _result_from_json(item: Any) -> WriteResult:
     raise SnapshotDecodeError(f"bad idempotency result: {item!r:.100}")
 
 
-_Restored: TypeAlias = tuple[_Header, _SortedTable, OrderedDict[str, WriteResult]]
-
-
-def _read_format_2(data: BinaryIO) -> _Restored:
-    header = _Header.from_json(_read_frame(data))
-    table = _read_keys(data, header)
-    idempotency = _read_idempotency(data, header)
-    if data.read(1):
-        raise SnapshotDecodeError("data after the end of the snapshot")
-    return header, table, idempotency
-
-
-def _read_format_1(text: bytes) -> _Restored:
-    """Format 1, one JSON object, as earlier versions wrote it: a node restarting after an upgrade has one.
-    It is read whole (the store writes format 2 from then on), and its rows pass format 2's checks."""
-    try:
-        state = _load_json(text, _SNAPSHOT_NESTING, "surrogatepass")
-    except ValueError as error:
-        raise SnapshotDecodeError(f"not a snapshot: {error}") from None
-    match state:
-        case {"format": 1, "keys": list(keys), "idempotency": list(idempotency), **fields} if (
-            len(fields) == 3
-        ):
-            pass
-        case _:
-            raise SnapshotDecodeError("not a snapshot of format 1")
-    header = _Header.from_json(
-        {name: state.get(name) for name in ("applied_index", "revision", "idempotency_capacity")}
-        | {"keys": len(keys), "idempotency": len(idempotency)}
-    )
-    table = _SortedTable()
-    if keys:
-        table.append(_key_run_from_json(_columns_of(keys, 5), "", header.revision))
-    results = _results_from_json(_columns_of(idempotency, 2)) if idempotency else []
-    table_of_results = OrderedDict(results)
-    if len(table_of_results) != len(results):
-        raise SnapshotDecodeError("idempotency table has duplicates")
-    return header, table, table_of_results
-
-
-def _columns_of(rows: list[Any], width: int) -> _Frame:
-    if not all(isinstance(row, list) and len(row) == width for row in rows):
-        raise SnapshotDecodeError(f"rows are not lists of {width}")
-    return [list(column) for column in zip(*rows, strict=True)]
-
-
 def _read_keys(data: BinaryIO, header: _Header) -> _SortedTable:
     table = _SortedTable()
     while len(table) < header.keys:
@@ -822,13 +776,13 @@ class KVStore:
     def restore(self, data: BinaryIO) -> None:
         """Become the store a snapshot was written of, reading it frame by frame; it then applies the entries
         after its ``applied_index``. Raises SnapshotDecodeError, changing nothing, on anything else."""
-        prefix = data.read(len(_SNAPSHOT_PREFIX))
-        if prefix == _SNAPSHOT_PREFIX:
-            header, table, idempotency = _read_format_2(data)
-        elif prefix.startswith(b"{"):
-            header, table, idempotency = _read_format_1(prefix + data.read())
-        else:
-            raise SnapshotDecodeError("not a snapshot of a known format")
+        if _read_exact(data, len(_SNAPSHOT_PREFIX)) != _SNAPSHOT_PREFIX:
+            raise SnapshotDecodeError("not a snapshot of this format")
+        header = _Header.from_json(_read_frame(data))
+        table = _read_keys(data, header)
+        idempotency = _read_idempotency(data, header)
+        if data.read(1):
+            raise SnapshotDecodeError("data after the end of the snapshot")
         self._applied_index, self._revision = header.applied_index, header.revision
         self._idempotency_capacity, self._table, self._idempotency = (
             header.idempotency_capacity,
