@@ -36,6 +36,10 @@ PART_SYNC = 64  # small, so that transfers of a few hundred bytes cross several 
 MEMBERSHIP = Membership.of(["n1", "n2", "n3"], {"n1": "h1:7001", "n2": "h2:7001", "n3": "h3:7001"})
 
 
+def key(snapshot: Snapshot) -> tuple[int, int]:
+    return snapshot.index, snapshot.term
+
+
 def entries(first: int, last: int, term: int = 1) -> list[Entry]:
     return [Entry(index, term, f"{index}@{term}".encode()) for index in range(first, last + 1)]
 
@@ -248,7 +252,7 @@ def test_save_refuses_a_snapshot_without_data_and_stores_nothing(open_storage: O
     storage = open_storage()
     storage.save(HardState(1, "n1", 0), entries(1, 5), None)
     with_data(storage, snap(3, 2))  # another term's data does not count
-    receiver = storage.receive_snapshot(snap(3), *summary(state_of(snap(3))))
+    receiver = storage.receive_snapshot(*key(snap(3)), *summary(state_of(snap(3))))
     feed(receiver, state_of(snap(3)), stop=10)  # nor does data not received whole
     with pytest.raises(ValueError, match="no data"):
         storage.save(HardState(2, "n2", 3), [], snap(3))
@@ -270,7 +274,7 @@ def test_streamed_snapshot_reads_back_after_a_restart(open_storage: Opener) -> N
 def test_empty_snapshot_data_is_data(open_storage: Opener) -> None:
     storage = open_storage()
     storage.save(None, [], with_data(storage, snap(1), b""))
-    receiver = storage.receive_snapshot(snap(2), *summary(b""))
+    receiver = storage.receive_snapshot(*key(snap(2)), *summary(b""))
     assert receiver.write(0, b"") == 0
     assert receiver.complete
     storage.save(None, [], snap(2))
@@ -305,11 +309,11 @@ def test_an_open_snapshot_stays_readable_after_a_newer_one_replaces_it(open_stor
 def test_received_snapshot_resumes_after_a_dropped_connection(open_storage: Opener) -> None:
     data = state_of(snap(8))
     storage = open_storage()
-    first = storage.receive_snapshot(snap(8), *summary(data))
+    first = storage.receive_snapshot(*key(snap(8)), *summary(data))
     assert feed(first, data, stop=100) == 100
     assert first.write(150, data[150:160]) == 100  # ahead of what is held: ignored
     assert first.write(90, data[90:110]) == 100  # overlapping what is held: ignored too
-    second = storage.receive_snapshot(snap(8), *summary(data))  # the leader reconnects
+    second = storage.receive_snapshot(*key(snap(8)), *summary(data))  # the leader reconnects
     assert second.offset == 100
     assert not second.complete
     assert feed(second, data) == len(data)
@@ -318,17 +322,17 @@ def test_received_snapshot_resumes_after_a_dropped_connection(open_storage: Open
     storage.save(None, [], snap(8))
     storage = assert_stored(storage, open_storage, PersistentState(snapshot=snap(8)))
     assert read_snapshot(storage, snap(8)) == data
-    again = storage.receive_snapshot(snap(8), *summary(data))  # sent once more: nothing left to send
+    again = storage.receive_snapshot(*key(snap(8)), *summary(data))  # sent once more: nothing left to send
     assert (again.offset, again.complete) == (len(data), True)
 
 
 def test_received_snapshot_resumes_after_a_restart(open_storage: Opener) -> None:
     data = random.Random(3).randbytes(1000)
     storage = open_storage()
-    feed(storage.receive_snapshot(snap(8, 2), *summary(data)), data, stop=500)
+    feed(storage.receive_snapshot(*key(snap(8, 2)), *summary(data)), data, stop=500)
     storage.close()
     storage = open_storage()
-    receiver = storage.receive_snapshot(snap(8, 2), *summary(data))
+    receiver = storage.receive_snapshot(*key(snap(8, 2)), *summary(data))
     assert (
         500 - PART_SYNC <= receiver.offset <= 500
     )  # from the last checkpoint (the memory backend: all of it)
@@ -342,7 +346,7 @@ def test_received_data_failing_its_checksum_is_refused_and_starts_over(open_stor
     data = state_of(snap(5))
     damaged = data[:100] + bytes([data[100] ^ 1]) + data[101:]  # a bit flipped in transit
     storage = open_storage()
-    receiver = storage.receive_snapshot(snap(5), *summary(data))
+    receiver = storage.receive_snapshot(*key(snap(5)), *summary(data))
     with pytest.raises(StorageCorruptError, match="fails its"):
         feed(receiver, damaged)
     assert (receiver.offset, receiver.complete) == (0, False)
@@ -359,9 +363,9 @@ def test_received_data_failing_its_checksum_is_refused_and_starts_over(open_stor
 def test_a_transfer_of_other_data_for_the_same_snapshot_starts_over(open_storage: Opener) -> None:
     data = state_of(snap(5))
     storage = open_storage()
-    feed(storage.receive_snapshot(snap(5), *summary(data)), data, stop=60)
-    assert storage.receive_snapshot(snap(5), len(data) + 1, 7).offset == 0
-    receiver = storage.receive_snapshot(snap(5), *summary(data))
+    feed(storage.receive_snapshot(*key(snap(5)), *summary(data)), data, stop=60)
+    assert storage.receive_snapshot(*key(snap(5)), len(data) + 1, 7).offset == 0
+    receiver = storage.receive_snapshot(*key(snap(5)), *summary(data))
     assert receiver.offset == 0
     feed(receiver, data)
     assert read_snapshot(storage, snap(5)) == data
@@ -396,14 +400,14 @@ def snapshot_names(data_dir: Path) -> list[str]:
 
 
 def test_writes_after_close_are_refused(storage: FileStorage) -> None:
-    receiver = storage.receive_snapshot(snap(3), *summary(state_of(snap(3))))
+    receiver = storage.receive_snapshot(*key(snap(3)), *summary(state_of(snap(3))))
     storage.close()
     with pytest.raises(StorageClosedError):
         storage.save(HardState(1), [], None)
     with pytest.raises(StorageClosedError):
         with_data(storage, snap(4))
     with pytest.raises(StorageClosedError):
-        storage.receive_snapshot(snap(5), 1, 0)
+        storage.receive_snapshot(*key(snap(5)), 1, 0)
     with pytest.raises(StorageClosedError):
         receiver.write(0, b"x")
 
@@ -500,11 +504,11 @@ def test_start_keeps_the_current_snapshot_and_newer_transfers_only(
     storage: FileStorage, data_dir: Path
 ) -> None:
     storage.save(None, entries(1, 9), None)
-    feed(storage.receive_snapshot(snap(2), *summary(state_of(snap(2)))), state_of(snap(2)), stop=100)
+    feed(storage.receive_snapshot(*key(snap(2)), *summary(state_of(snap(2)))), state_of(snap(2)), stop=100)
     storage.save(None, [], with_data(storage, snap(3)))
     storage.save(None, [], with_data(storage, snap(6)))
     with_data(storage, snap(7))  # written, never saved
-    feed(storage.receive_snapshot(snap(9), *summary(state_of(snap(9)))), state_of(snap(9)), stop=100)
+    feed(storage.receive_snapshot(*key(snap(9)), *summary(state_of(snap(9)))), state_of(snap(9)), stop=100)
     (data_dir / "raft.log.tmp").write_bytes(b"left by a crash")
     (data_dir / "snapshot-00000000000000000008-00000000000000000001.tmp").write_bytes(b"left by a crash")
     (data_dir / "notes.txt").write_bytes(b"not ours")
@@ -545,13 +549,13 @@ def test_compaction_rewrites_a_mostly_dead_log_into_the_same_state(data_dir: Pat
 
 def test_a_superseded_transfer_refuses_further_writes(storage: FileStorage) -> None:
     data = state_of(snap(4))
-    older = storage.receive_snapshot(snap(4), *summary(data))
+    older = storage.receive_snapshot(*key(snap(4)), *summary(data))
     feed(older, data, stop=50)
     storage.save(None, [], with_data(storage, snap(6)))
     with pytest.raises(ValueError, match="abandoned"):
         older.write(50, data[50:60])
-    retold = storage.receive_snapshot(snap(7), *summary(data))
-    storage.receive_snapshot(snap(7), len(data) + 1, 1)  # the leader now offers other data for it
+    retold = storage.receive_snapshot(*key(snap(7)), *summary(data))
+    storage.receive_snapshot(*key(snap(7)), len(data) + 1, 1)  # the leader now offers other data for it
     with pytest.raises(ValueError, match="abandoned"):
         retold.write(0, data[:10])
 
@@ -700,7 +704,7 @@ def give_data(storage: Storage, snapshot: Snapshot, how: str, rng: random.Random
         storage.write_snapshot(snapshot, writer_of(data, chunks=rng.randint(1, 20)))
         return
     while storage.snapshot_data(snapshot) != summary(data):
-        receiver = storage.receive_snapshot(snapshot, *summary(data))
+        receiver = storage.receive_snapshot(*key(snapshot), *summary(data))
         feed(receiver, data, chunk=rng.randint(1, 100), stop=rng.randint(receiver.offset, len(data)))
 
 
@@ -740,7 +744,7 @@ def test_a_transfer_cut_by_power_loss_resumes_and_completes_whole() -> None:
         disk.power_off_after(cut)
         cut_off: SnapshotReceiver | None = None
         try:
-            cut_off = storage.receive_snapshot(snap(8), *summary(data))
+            cut_off = storage.receive_snapshot(*key(snap(8)), *summary(data))
             feed(cut_off, data, chunk=50)
         except SimulatedPowerLoss:
             pass
@@ -748,7 +752,7 @@ def test_a_transfer_cut_by_power_loss_resumes_and_completes_whole() -> None:
             break
         disk.crash(keep_torn=True, rng=random.Random(cut))
         held = 0 if cut_off is None else cut_off.offset  # every checkpoint up to it was taken
-        receiver = open_on(disk).receive_snapshot(snap(8), *summary(data))
+        receiver = open_on(disk).receive_snapshot(*key(snap(8)), *summary(data))
         if held < len(data):
             assert receiver.offset >= held // PART_SYNC * PART_SYNC - PART_SYNC, (
                 f"power cut at operation {cut}"
@@ -823,7 +827,7 @@ def random_transfer(rng: random.Random, storage: FileStorage, model: LogState) -
     """Receive part of a snapshot a little ahead of the log, as a leader cut off mid-transfer would leave."""
     snapshot = snap(model.last_index + rng.randint(1, 3), rng.randint(1, 9))
     data = state_of(snapshot)
-    receiver = storage.receive_snapshot(snapshot, *summary(data))
+    receiver = storage.receive_snapshot(*key(snapshot), *summary(data))
     feed(receiver, data, chunk=rng.randint(1, 100), stop=rng.randint(receiver.offset, len(data) - 1))
 
 

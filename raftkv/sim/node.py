@@ -91,7 +91,7 @@ class SimNode:
 
     def receive_snapshot_data(self, snapshot: Snapshot, data: bytes) -> None:
         """What the transport does before it sends an InstallSnapshot: ship the data (here, all at once)."""
-        self.store.receive_snapshot(snapshot, len(data), zlib.crc32(data)).write(0, data)
+        self.store.receive_snapshot(snapshot.index, snapshot.term, len(data), zlib.crc32(data)).write(0, data)
 
     def holds_snapshot_data(self, snapshot: Snapshot) -> bool:
         return self.store.snapshot_data(snapshot) is not None

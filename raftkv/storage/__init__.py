@@ -51,9 +51,9 @@ class Storage(Protocol):
         """Write the state machine's data for ``snapshot`` durably, streamed from ``writer`` (never whole in
         memory); ``save`` then makes it the current snapshot. Blocking: call it in a worker thread."""
 
-    def receive_snapshot(self, snapshot: Snapshot, size: int, crc: int) -> SnapshotReceiver:
-        """Where the data of a leader's snapshot (``size`` bytes, CRC-32 ``crc``) goes as it arrives; the same
-        snapshot asked for again gets the transfer held so far."""
+    def receive_snapshot(self, index: int, term: int, size: int, crc: int) -> SnapshotReceiver:
+        """Where the data of the leader's snapshot at (``index``, ``term``) -- ``size`` bytes, CRC-32 ``crc`` --
+        goes as it arrives; the same snapshot asked for again gets the transfer held so far."""
 
     def snapshot_data(self, snapshot: Snapshot) -> tuple[int, int] | None:
         """(size, CRC-32) of the data held for ``snapshot`` -- written, received whole, or current -- or None."""

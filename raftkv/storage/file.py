@@ -117,10 +117,10 @@ class FileStorage:
         self._stop.check()
         self._files.write(snapshot, writer)
 
-    def receive_snapshot(self, snapshot: Snapshot, size: int, crc: int) -> SnapshotReceiver:
+    def receive_snapshot(self, index: int, term: int, size: int, crc: int) -> SnapshotReceiver:
         """A transfer in progress outlives a restart and resumes from its last checkpoint (see
         ``snapshot_files``); a complete one that no save refers to yet does not, and starts over."""
-        return self._files.receive(snapshot, SnapshotData(size, crc))
+        return self._files.receive((index, term), SnapshotData(size, crc))
 
     def snapshot_data(self, snapshot: Snapshot) -> tuple[int, int] | None:
         return self._files.data(snapshot)

@@ -44,8 +44,8 @@ class MemoryStorage:
         writer(out)
         self.keep_snapshot_data((snapshot.index, snapshot.term), out.getvalue())
 
-    def receive_snapshot(self, snapshot: Snapshot, size: int, crc: int) -> _MemoryReceiver:
-        key = (snapshot.index, snapshot.term)
+    def receive_snapshot(self, index: int, term: int, size: int, crc: int) -> _MemoryReceiver:
+        key = (index, term)
         receiver = self._incoming.get(key)
         if receiver is None or (receiver.size, receiver.crc) != (size, crc):
             receiver = self._incoming[key] = _MemoryReceiver(self, key, size, crc)

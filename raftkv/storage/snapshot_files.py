@@ -227,9 +227,8 @@ class SnapshotFiles:
 
     # --- transfers from the leader -------------------------------------------------------------------------
 
-    def receive(self, snapshot: Snapshot, data: SnapshotData) -> _Receiver:
+    def receive(self, key: Key, data: SnapshotData) -> _Receiver:
         self.stop.check()
-        key = _key(snapshot)
         if self.holds(key, data):
             return _Receiver(self, key, data, data.size, data.crc, done=True)
         receiver = self._incoming.get(key)
