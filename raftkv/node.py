@@ -7,40 +7,61 @@
   thread so the loop never stalls), then hand messages to the transport, then pass committed entries to ...
 - the *apply loop*, which applies them to the state machine in order, answers the clients waiting on them,
   releases linearizable reads and takes snapshots;
-- the transport's one sender per peer (see ``transport.py``).
+- the transport's tasks (see ``transport.py``), which reach whoever the configuration names.
 
-Client calls (``write``, ``read_barrier``) and Raft messages from peers only touch the core and wake the driver,
-so everything that arrives while one batch is being fsynced shares the next batch: group commit for free.
+Client calls (``write``, ``read_barrier``, ``change_membership``) and Raft messages from peers only touch the
+core and wake the driver, so everything that arrives while one batch is being fsynced shares the next batch:
+group commit for free. Storage is one caller at a time (``_storage_lock``), always in a worker thread.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from pathlib import Path
+from typing import Any, BinaryIO, Generic, Protocol, TypeVar
 
 import trio
 
+from raftkv.backup import BackupHeader, write_data
 from raftkv.config import NodeConfig
-from raftkv.machine import SnapshotWriter, StateMachine
-from raftkv.raft.core import Config, NotLeader, Raft
-from raftkv.raft.types import AnyMessage, Entry, ReadState, Role, Snapshot
+from raftkv.machine import StateMachine
+from raftkv.raft.core import Config, MembershipChangeRefused, NotLeader, Raft, bootstrap
+from raftkv.raft.membership import Membership
+from raftkv.raft.types import AnyMessage, Entry, InstallSnapshot, NodeId, ReadState, Role, Snapshot
 from raftkv.storage import Storage
 
 log = logging.getLogger(__name__)
+
+APPLY_BACKLOG = 1024
+"""Ready batches the driver may hand the apply loop ahead of it; beyond that the driver waits, which slows
+intake to the pace of applying rather than queueing without bound."""
+READY_PATIENCE = 1.0
+"""Seconds /readyz waits for entries already committed to be applied: longer than a busy apply loop needs,
+shorter than a probe's timeout."""
+
+RunBlocking = Callable[..., Awaitable[Any]]
+"""How the node runs blocking disk and CPU work: in a worker thread (``trio.to_thread.run_sync``); tests on a
+mock clock run it inline so virtual time cannot move while it runs."""
 
 
 class MessageTransport(Protocol):
     """How the node reaches its peers (``transport.Transport`` over HTTP; tests wire nodes in memory)."""
 
     on_unreachable: Callable[[str], None]  # set by the node: called when a message could not be delivered
+    snapshots: (
+        Callable[[Snapshot], Awaitable[tuple[BinaryIO, int, int]]] | None
+    )  # set by the node: data to ship
+
+    def set_routes(self, routes: dict[NodeId, str]) -> None:
+        """Send to exactly these peers from now on (id -> how to reach it); called when the membership changes."""
 
     def send(self, message: AnyMessage) -> None:
-        """Queue ``message`` for ``message.dst`` without blocking (dropping it is allowed)."""
+        """Queue ``message`` for ``message.dst`` without blocking (dropping it is allowed). An InstallSnapshot
+        goes out only after the transport has shipped the snapshot's data to its destination."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver queued messages until cancelled."""
@@ -79,17 +100,6 @@ class _ApplyWork:
 
 
 M = TypeVar("M", bound=StateMachine)
-T = TypeVar("T")
-APPLY_BACKLOG = 1024
-"""Ready batches the driver may hand the apply loop ahead of it; beyond that the driver waits, which slows
-intake to the pace of applying rather than queueing without bound."""
-READY_PATIENCE = 1.0
-"""Seconds /readyz waits for entries already committed to be applied: longer than a busy apply loop needs,
-shorter than a probe's timeout."""
-
-RunBlocking = Callable[..., Awaitable[Any]]
-"""How the node runs blocking disk and CPU work: in a worker thread (``trio.to_thread.run_sync``); tests on a
-mock clock run it inline so virtual time cannot move while it runs."""
 
 
 class RaftNode(Generic[M]):
@@ -110,19 +120,20 @@ class RaftNode(Generic[M]):
         self.new_machine = new_machine
         self._run_blocking = run_blocking
         state = storage.load()
+        if state.snapshot is None and not state.entries and config.founders:
+            # A fresh data directory of a founding member: its first configuration comes from the flags.
+            state = bootstrap(Membership.of(config.founders, config.founders))
+            storage.save(state.hard_state, state.entries, state.snapshot)
         self._initial_snapshot = state.snapshot
         self.machine = new_machine()
-        self.core = Raft(
-            Config(
-                id=config.id,
-                voters=tuple(sorted(config.members)),
-                election_ticks=config.election_ticks,
-                heartbeat_ticks=config.heartbeat_ticks,
-                max_inflight=config.max_inflight,
-            ),
-            state,
-            rng,
+        core_config = Config(
+            id=config.id,
+            election_ticks=config.election_ticks,
+            heartbeat_ticks=config.heartbeat_ticks,
+            max_inflight=config.max_inflight,
         )
+        self.core = Raft(core_config, state, rng)
+        self._membership = self.core.membership
         self._wakeup = trio.Event()
         self._changed = trio.Event()
         self._failure: BaseException | None = None
@@ -132,22 +143,44 @@ class RaftNode(Generic[M]):
         self._reads: list[tuple[int, _Waiter]] = []  # waiting for the apply loop to reach an index
         self._apply_send, self._apply_recv = trio.open_memory_channel[_ApplyWork](APPLY_BACKLOG)
 
-    # --- what the HTTP layer calls ---------------------------------------------------------------------
+    # --- who is where ----------------------------------------------------------------------------------
+
+    def route(self, node: NodeId) -> str | None:
+        """How this node reaches ``node``: a ``--peer`` flag wins (a local proxy or sidecar), else the
+        address the membership records; this node's own is its advertised URL."""
+        if node == self.config.id:
+            return self.config.advertised_url
+        return self.config.peers.get(node) or self.core.membership.address(node)
 
     @property
     def leader(self) -> tuple[str, str] | None:
         """(id, url) of the leader this node knows of."""
         leader = self.core.leader_id
-        return (leader, self.config.members[leader]) if leader in self.config.members else None
+        url = None if leader is None else self.route(leader)
+        return (leader, url) if leader is not None and url is not None else None
 
     @property
     def is_leader(self) -> bool:
         return self.core.role is Role.LEADER
 
+    def members(self) -> list[dict[str, object]]:
+        """The configuration this node acts on, member by member (voters of either half count as voters)."""
+        membership = self.core.membership
+        return [
+            {"id": node, "url": self.route(node) or "", "voter": membership.is_voter(node)}
+            for node in sorted(membership.members)
+        ]
+
+    # --- what the HTTP layer calls ---------------------------------------------------------------------
+
     def deliver(self, *messages: AnyMessage) -> None:
         """Raft messages from a peer, in order (the HTTP handler answers 202 at once; replies travel on
-        their own)."""
+        their own). An InstallSnapshot whose data has not arrived in full is dropped: the core must not take
+        a snapshot the storage cannot restore (the leader sends it again)."""
         for message in messages:
+            if isinstance(message, InstallSnapshot) and self.storage.snapshot_data(message.snapshot) is None:
+                log.warning("dropped a snapshot from %s whose data has not arrived", message.src)
+                continue
             with self._invariant(f"stepping {message!r:.500}"):
                 self.core.step(message)
         self._wake()
@@ -158,18 +191,54 @@ class RaftNode(Generic[M]):
         Raises NotLeader or Unavailable."""
         with self._invariant(f"proposing {command!r:.200}"):
             index, term = self.core.propose(command)
-        waiter = _Waiter(term=term)
-        overwritten = self._proposals.get(index)
-        if overwritten is not None:  # our earlier proposal at this index was truncated by another leader
-            overwritten.finish(error="leadership changed before the write committed; it was not applied")
-        self._proposals[index] = waiter
+        return await self._applied(index, term, "the write was not committed in time (it may still be)")
+
+    async def change_membership(self, target: Membership) -> Membership:
+        """Make ``target`` the configuration, returning once it is committed -- for a joint configuration,
+        once the leader has left it for the new one. Raises NotLeader, Unavailable or MembershipChangeRefused."""
+        with self._invariant(f"changing the membership to {target}"):
+            index, term = self.core.change_membership(target)
+        await self._applied(index, term, "the membership change was not committed in time (it may still be)")
+        if target.joint:
+            await self._until(
+                lambda: (
+                    not self.core.membership.joint
+                    and self.core.log.committed >= self.core.log.last_config_index
+                ),
+                "the joint configuration was not left in time (the leader goes on with it)",
+            )
+        return self.core.membership
+
+    def caught_up(self, node: NodeId) -> bool:
+        """Whether the leader knows ``node`` holds its log to within one batch (what promotion needs)."""
+        progress = self.core.progress.get(node)
+        batch = self.core.config.max_batch_entries
+        return progress is not None and progress.match + batch >= self.core.log.last_index
+
+    async def transfer_leadership(self, target: NodeId | None = None) -> NodeId:
+        """Hand leadership to ``target`` (default: the most caught-up voter) and return once it leads.
+        Raises NotLeader, Unavailable, or ValueError for a target that is not a voting peer."""
+        chosen = target or self._successor()
+        if chosen is None:
+            raise ValueError("there is no other voter to hand leadership to")
+        if not self.is_leader:
+            raise NotLeader(self.core.leader_id)
+        if chosen not in self.core.progress or not self.core.membership.is_voter(chosen):
+            raise ValueError(f"{chosen!r} is not a voting peer")
+        with self._invariant(f"transferring leadership to {chosen}"):
+            self.core.transfer_leadership(chosen)
         self._wake()
-        try:
-            await self._wait(waiter, "the write was not committed in time (it may still be)")
-        finally:
-            if self._proposals.get(index) is waiter:
-                del self._proposals[index]
-        return waiter.result
+        await self._until(lambda: self.core.leader_id == chosen, f"{chosen} did not take over in time")
+        return chosen
+
+    async def hand_over(self) -> None:
+        """Before a leader stops (SIGTERM): hand leadership to the most caught-up voter and wait a moment for
+        it to lead, so clients see no election timeout. A follower, or a lone voter, has nothing to hand over."""
+        if not self.is_leader or self._successor() is None:
+            return
+        with contextlib.suppress(NotLeader, Unavailable, ValueError):
+            new = await self.transfer_leadership()
+            log.info("handed leadership to %s before stopping", new)
 
     async def read_barrier(self) -> None:
         """Return once a read of the local store is linearizable (ReadIndex, §6.4 of the Raft thesis)."""
@@ -178,6 +247,45 @@ class RaftNode(Generic[M]):
             self.core.read_index(waiter)
         self._wake()
         await self._wait(waiter, "no quorum confirmed the leadership in time")
+
+    async def receive_snapshot_chunk(
+        self, index: int, term: int, size: int, crc: int, offset: int, chunk: bytes
+    ) -> tuple[int, bool]:
+        """Store one chunk of a leader's snapshot data; returns (the offset held now, whether it is whole).
+        The matching InstallSnapshot follows once it is whole."""
+
+        def store() -> tuple[int, bool]:
+            receiver = self.storage.receive_snapshot(index, term, size, crc)
+            held = receiver.write(offset, chunk)
+            return held, receiver.complete
+
+        async with self._storage_lock:
+            result: tuple[int, bool] = await self._run_blocking(store)
+        return result
+
+    async def open_snapshot_data(self, snapshot: Snapshot) -> tuple[BinaryIO, int, int]:
+        """The data of ``snapshot`` to ship to a follower: (file, size, CRC-32); the caller closes the file."""
+
+        def open_data() -> tuple[BinaryIO, int, int]:
+            held = self.storage.snapshot_data(snapshot)
+            if held is None:
+                raise FileNotFoundError(f"no data for snapshot {snapshot.index} (a newer one replaced it)")
+            return self.storage.open_snapshot(snapshot), *held
+
+        async with self._storage_lock:
+            result: tuple[BinaryIO, int, int] = await self._run_blocking(open_data)
+        return result
+
+    async def backup(self) -> tuple[BackupHeader, Path]:
+        """A consistent point-in-time copy of the state machine, as of a linearizable read: its header and a
+        file of its data in the data directory, which the caller streams and then removes (a crash leaves a
+        ``.tmp`` that the storage removes on start). Raises NotLeader or Unavailable."""
+        await self.read_barrier()
+        snapshot = self.core.snapshot_at(self.machine.applied_index)
+        writer = self.machine.snapshot()
+        path = self.config.data_dir / f"backup-{snapshot.index}-{random.getrandbits(32):08x}.tmp"
+        size, crc = await self._run_blocking(write_data, path, writer)
+        return BackupHeader(snapshot, size, crc), path
 
     def status(self) -> dict[str, object]:
         leader = self.leader
@@ -190,7 +298,7 @@ class RaftNode(Generic[M]):
             "last_applied": self.machine.applied_index,
             "last_log_index": self.core.log.last_index,
             "snapshot_index": self.core.log.snapshot_index,
-            "members": [{"id": i, "url": u, "voter": True} for i, u in sorted(self.config.members.items())],
+            "members": self.members(),
             "insecure": self.config.cluster_token is None,
         }
 
@@ -219,11 +327,12 @@ class RaftNode(Generic[M]):
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled; every task of the node lives in this nursery."""
-        if self._initial_snapshot is not None:
+        if self._initial_snapshot is not None and self._initial_snapshot.index > 0:
             await self._restore(self._initial_snapshot)
-            self._initial_snapshot = None
         async with trio.open_nursery() as nursery:
             self.transport.on_unreachable = self._peer_unreachable
+            self.transport.snapshots = self.open_snapshot_data
+            self.transport.set_routes(self._routes())
             await nursery.start(self.transport.run)
             nursery.start_soon(self._ticker)
             nursery.start_soon(self._driver)
@@ -239,13 +348,14 @@ class RaftNode(Generic[M]):
 
     @contextlib.contextmanager
     def _invariant(self, doing: str) -> Iterator[None]:
-        """Calls into the core outside the node's tasks: an exception other than NotLeader is a broken
-        invariant, which stops the whole node (the caller sees NodeStopped, never a half-updated core)."""
+        """Calls into the core outside the node's tasks: an exception other than the refusals the core is
+        built to give is a broken invariant, which stops the whole node (the caller sees NodeStopped, never a
+        half-updated core)."""
         if self._failure is not None:
             raise NodeStopped(f"node {self.config.id} has stopped") from self._failure
         try:
             yield
-        except NotLeader:
+        except (NotLeader, MembershipChangeRefused):
             raise
         except Exception as e:
             e.add_note(f"node {self.config.id} was {doing}")
@@ -276,9 +386,21 @@ class RaftNode(Generic[M]):
                 continue
             if ready.hard_state or ready.entries or ready.snapshot:
                 async with self._storage_lock:
-                    await self._run_blocking(
-                        self.storage.save, ready.hard_state, ready.entries, ready.snapshot
-                    )
+                    try:
+                        await self._run_blocking(
+                            self.storage.save, ready.hard_state, ready.entries, ready.snapshot
+                        )
+                    except Exception as e:
+                        first = ready.entries[0].index if ready.entries else None
+                        e.add_note(
+                            f"node {self.config.id} was saving {len(ready.entries)} entries from {first}, "
+                            f"hard state {ready.hard_state}, snapshot {ready.snapshot}"
+                        )
+                        raise
+            if self.core.membership != self._membership:
+                self._membership = self.core.membership
+                self.transport.set_routes(self._routes())
+                log.info("membership: %s", self.members())
             for message in ready.messages:
                 self.transport.send(message)
             if ready.snapshot or ready.committed or ready.read_states:
@@ -301,7 +423,7 @@ class RaftNode(Generic[M]):
             if entry.index <= self.machine.applied_index:
                 continue  # covered by a snapshot restored meanwhile
             try:
-                result = self.machine.apply(entry.index, entry.data)
+                result = self.machine.apply(entry.index, entry.command)
             except Exception as e:
                 e.add_note(
                     f"node {self.config.id} was applying entry {entry.index} (term {entry.term}): "
@@ -311,7 +433,7 @@ class RaftNode(Generic[M]):
             waiter = self._proposals.get(entry.index)
             if waiter is None:
                 continue
-            if waiter.term == entry.term and entry.data is not None:
+            if waiter.term == entry.term:  # the same index and term: the very entry that was proposed
                 waiter.finish(result)
             else:
                 waiter.finish(error="leadership changed before the write committed; it was not applied")
@@ -320,8 +442,15 @@ class RaftNode(Generic[M]):
         """Rebuild the machine from a snapshot in a worker thread (a large one takes seconds), then swap it in:
         readers keep seeing the old state until the new one is whole."""
         machine = self.new_machine()
-        await self._run_blocking(machine.restore, io.BytesIO(snapshot.data))
+
+        def restore() -> None:
+            with self.storage.open_snapshot(snapshot) as data:
+                machine.restore(data)
+
+        async with self._storage_lock:
+            await self._run_blocking(restore)
         self.machine = machine
+        log.info("restored the state machine from the snapshot at index %d", snapshot.index)
 
     def _fail_proposals_up_to(self, index: int) -> None:
         for proposed_at, waiter in list(self._proposals.items()):
@@ -347,20 +476,37 @@ class RaftNode(Generic[M]):
         self._reads = still_waiting
 
     async def _maybe_snapshot(self) -> None:
-        """Keep the log bounded: snapshot the store once enough entries were applied since the last one."""
+        """Keep the log bounded: snapshot the state machine once enough entries were applied since the last
+        one. The capture is cheap and happens here; writing it out happens in a worker thread."""
         applied = self.machine.applied_index
         if applied - self.core.log.snapshot_index < self.config.snapshot_entries:
             return
-        # The capture is cheap; writing it out takes a while, so a worker thread does that.
-        data: bytes = await self._run_blocking(_written, self.machine.snapshot())
+        snapshot = self.core.snapshot_at(applied)
+        writer = self.machine.snapshot()
+        async with self._storage_lock:
+            await self._run_blocking(self.storage.write_snapshot, snapshot, writer)
         if applied <= self.core.log.snapshot_index:
             return  # meanwhile the leader sent a newer snapshot: ours would only be older
-        snapshot = self.core.compact(applied, data)
+        self.core.compact(snapshot)
         async with self._storage_lock:
             await self._run_blocking(self.storage.save, None, [], snapshot)
-        log.info("snapshot at index %d (%d bytes)", applied, len(snapshot.data))
+        data = self.storage.snapshot_data(snapshot)
+        log.info("snapshot at index %d (%d bytes)", applied, data[0] if data else 0)
 
     # --- small helpers ---------------------------------------------------------------------------------
+
+    def _routes(self) -> dict[NodeId, str]:
+        """Every other member of the configuration this node can reach, id -> URL."""
+        return {
+            node: url
+            for node in self.core.membership.members - {self.config.id}
+            if (url := self.route(node)) is not None
+        }
+
+    def _successor(self) -> NodeId | None:
+        """The voter (other than us) whose log the leader knows to be the longest."""
+        voters = [node for node in self.core.progress if self.core.membership.is_voter(node)]
+        return max(voters, key=lambda node: (self.core.progress[node].match, node), default=None)
 
     def _wake(self) -> None:
         self._wakeup.set()
@@ -368,6 +514,21 @@ class RaftNode(Generic[M]):
     def _peer_unreachable(self, peer: str) -> None:
         self.core.report_unreachable(peer)
         self._wake()
+
+    async def _applied(self, index: int, term: int, timeout_message: str) -> object:
+        """Wait for the entry proposed at (``index``, ``term``) to be applied; its outcome."""
+        waiter = _Waiter(term=term)
+        overwritten = self._proposals.get(index)
+        if overwritten is not None:  # our earlier proposal at this index was truncated by another leader
+            overwritten.finish(error="leadership changed before the write committed; it was not applied")
+        self._proposals[index] = waiter
+        self._wake()
+        try:
+            await self._wait(waiter, timeout_message)
+        finally:
+            if self._proposals.get(index) is waiter:
+                del self._proposals[index]
+        return waiter.result
 
     async def _wait(self, waiter: _Waiter, timeout_message: str) -> None:
         with trio.move_on_after(self.config.request_timeout):
@@ -377,11 +538,13 @@ class RaftNode(Generic[M]):
         if waiter.error is not None:
             raise Unavailable(waiter.error)
 
+    async def _until(self, condition: Callable[[], bool], timeout_message: str) -> None:
+        """Wait, at most the request timeout, until ``condition`` holds (checked after each event)."""
+        with trio.move_on_after(self.config.request_timeout):
+            while not condition():
+                await self.changed()
+            return
+        raise Unavailable(timeout_message)
 
-def _written(writer: SnapshotWriter) -> bytes:
-    out = io.BytesIO()
-    writer(out)
-    return out.getvalue()
 
-
-__all__ = ["NodeStopped", "NotLeader", "RaftNode", "Unavailable"]
+__all__ = ["MembershipChangeRefused", "NodeStopped", "NotLeader", "RaftNode", "Unavailable"]

@@ -6,6 +6,7 @@ import logging
 import random
 import signal
 
+import httpx
 import hypercorn.config
 import hypercorn.trio
 import trio
@@ -20,18 +21,25 @@ from raftkv.transport import Transport
 
 log = logging.getLogger("raftkv")
 
+JOIN_RETRY = 1.0  # seconds between attempts to join: a change in progress or a leader election passes by then
+
+
+class JoinRefused(Exception):
+    """The cluster will not add this node (say, its id is taken by another URL): retrying cannot help."""
+
 
 async def serve(config: NodeConfig) -> None:
-    """Run one node until SIGINT/SIGTERM; in-flight requests are answered before the node stops. An error in
-    the node (a broken invariant in the core, the storage or the state machine) ends it, and this, at once."""
-    storage = FileStorage(config.data_dir)
+    """Run one node until SIGINT/SIGTERM; in-flight requests are answered before the node stops, and a leader
+    hands over its leadership first. An error in the node (a broken invariant in the core, the storage or the
+    state machine) ends it, and this, at once."""
+    storage = await trio.to_thread.run_sync(FileStorage, config.data_dir)  # recovery reads the whole log
     try:
-        transport = Transport(config.peers, config.rpc_timeout, config.cluster_token, config.peer_tls())
+        transport = Transport(config.rpc_timeout, config.cluster_token, config.peer_tls())
         node = RaftNode(config, storage, transport, random.Random(), KVStore)
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             app = create_app(node)
-            nursery.start_soon(_watch_signals, stop, app)
+            nursery.start_soon(_watch_signals, stop, app, node)
             await nursery.start(node.run)
             if config.cluster_token is None:
                 log.warning(
@@ -39,12 +47,42 @@ async def serve(config: NodeConfig) -> None:
                     "messages and rewrite the data",
                     config.listen,
                 )
-            log.info("node %s serving on %s, peers %s", config.id, config.advertised_url, config.peers)
+            if config.join is not None and not node.core.membership.members:
+                nursery.start_soon(join, config)
+            log.info("node %s serving on %s, members %s", config.id, config.advertised_url, node.members())
             await hypercorn.trio.serve(app, hypercorn_config(config), shutdown_trigger=stop.wait)
             nursery.cancel_scope.cancel()
     finally:
         storage.close()
     log.info("node %s stopped", config.id)
+
+
+async def join(config: NodeConfig) -> None:
+    """Ask the cluster at ``config.join`` to add this node (a learner, promoted once caught up), until it has;
+    any member forwards the request to the leader."""
+    assert config.join is not None
+    body = {"id": config.id, "url": config.advertised_url}
+    headers = {"Authorization": f"Bearer {config.cluster_token}"} if config.cluster_token else {}
+    async with httpx.AsyncClient(
+        timeout=config.request_timeout + 2, verify=config.peer_tls() or True
+    ) as client:
+        while True:
+            try:
+                answer = await client.post(
+                    f"{config.join.rstrip('/')}/cluster/members", json=body, headers=headers
+                )
+            except httpx.HTTPError as e:
+                log.warning("cannot reach %s to join: %s", config.join, e)
+            else:
+                if answer.status_code == 200:
+                    log.info("joined the cluster through %s", config.join)
+                    return
+                if answer.status_code not in (409, 503):
+                    raise JoinRefused(
+                        f"{config.join} refused to add {config.id}: {answer.status_code} {answer.text}"
+                    )
+                log.info("joining through %s: %s; retrying", config.join, answer.json().get("error"))
+            await trio.sleep(JOIN_RETRY)
 
 
 def hypercorn_config(config: NodeConfig) -> hypercorn.config.Config:
@@ -57,8 +95,11 @@ def hypercorn_config(config: NodeConfig) -> hypercorn.config.Config:
     return http
 
 
-async def _watch_signals(stop: trio.Event, app: QuartTrio) -> None:
+async def _watch_signals(stop: trio.Event, app: QuartTrio, node: RaftNode[KVStore]) -> None:
+    """SIGINT/SIGTERM: a leader hands over first (so clients do not wait out an election), then the server
+    drains its requests and the node stops."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
+            await node.hand_over()
             app.config[DRAINING] = True
             stop.set()

@@ -6,178 +6,224 @@ fails the queue is flushed (the core resends what still matters on the next hear
 so it stops pipelining to that peer. A dead or paused peer therefore costs one timeout per backoff period and
 never delays the other peers.
 
-The HTTP client is a few lines of h11 on a Trio stream rather than httpx: a sender needs one connection and
-only the status of each answer, and httpx's pool machinery cost more CPU per message than everything else on
-the leader's send path (measured in the README's Performance section).
+Who the peers are follows the membership: ``set_routes`` starts a sender for a new member and stops the one
+of a member that left. An InstallSnapshot carries only the snapshot's description; before it goes out, a
+shipper task of its own streams the snapshot's data to the peer in chunks (resuming where the peer says it
+stands), so a large transfer never holds up the heartbeats on the sender's connection.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
-from collections.abc import Callable
-from urllib.parse import urlsplit
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import BinaryIO
+from urllib.parse import urlencode
 
-import h11
 import trio
 
-from raftkv.raft.types import AnyMessage
+from raftkv.peer_http import PeerConnection, PeerError
+from raftkv.raft.types import AnyMessage, InstallSnapshot, NodeId, Snapshot
 from raftkv.wire import (
     MAX_BATCH_MESSAGES,
     RAFT_BATCH_PATH,
-    dump_raft_batch,
+    SNAPSHOT_CHUNK_PATH,
     dump_raft_message,
+    join_raft_batch,
     raft_path,
 )
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORTS = {"http": 80, "https": 443}
 QUEUE_LIMIT = 512  # messages waiting per peer; more are dropped (the core resends what matters)
-RECEIVE_BYTES = 65536  # one read of an answer: a status line and a few headers fit many times over
+MAX_BATCH_BYTES = 8 << 20  # one POST of queued messages carries at most about this much JSON
+SNAPSHOT_CHUNK_BYTES = 1 << 20  # snapshot data goes in chunks of this size: one POST each
 FIRST_BACKOFF = 0.05  # seconds after a first failure: one heartbeat interval (100 ms) of tries is kept
 MAX_BACKOFF = 1.0  # doubling up to this: a peer that comes back is reached within a second
 
+SnapshotSource = Callable[[Snapshot], Awaitable[tuple[BinaryIO, int, int]]]
+"""Opens a snapshot's data for shipping: (file, size, CRC-32)."""
 
-class PeerError(Exception):
-    """A message could not be delivered: no connection, a timeout, a broken answer or an error status."""
 
-
-class PeerConnection:
-    """One keep-alive HTTP/1.1 connection to a peer, reopened on demand after any failure."""
-
-    def __init__(self, url: str, timeout: float, headers: dict[str, str], tls: ssl.SSLContext | None) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in DEFAULT_PORTS or parts.hostname is None:
-            raise ValueError(f"peer URL must be http(s)://HOST[:PORT], got {url!r}")
-        self.host, self.port = parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme]
-        self.tls = (tls or ssl.create_default_context()) if parts.scheme == "https" else None
-        self.prefix = parts.path.rstrip("/")
-        self.timeout = timeout
-        self.headers = [("Host", parts.netloc), *headers.items()]
-        self.stream: trio.abc.Stream | None = None
-        self.http = h11.Connection(h11.CLIENT)
-
-    async def post(self, path: str, body: bytes) -> int:
-        """POST ``body`` and return the answer's status; raises PeerError (and drops the connection).
-        Large bodies (snapshots) get a second more per MiB on top of the timeout."""
-        try:
-            with trio.fail_after(self.timeout + len(body) / (1 << 20)):
-                return await self._exchange(path, body)
-        except (OSError, trio.TooSlowError, trio.BrokenResourceError, h11.ProtocolError) as e:
-            await self.close()
-            raise PeerError(f"{type(e).__name__}: {e}") from e
-
-    async def _exchange(self, path: str, body: bytes) -> int:
-        if self.stream is None:
-            if self.tls is None:
-                self.stream = await trio.open_tcp_stream(self.host, self.port)
-            else:
-                self.stream = await trio.open_ssl_over_tcp_stream(self.host, self.port, ssl_context=self.tls)
-            self.http = h11.Connection(h11.CLIENT)
-        headers = [*self.headers, ("Content-Length", str(len(body)))]
-        request = h11.Request(method="POST", target=self.prefix + path, headers=headers)
-        await self.stream.send_all(
-            self.http.send(request) + self.http.send(h11.Data(data=body)) + self.http.send(h11.EndOfMessage())
-        )
-        status = 0
-        while True:
-            event = self.http.next_event()
-            if event is h11.NEED_DATA:
-                self.http.receive_data(bytes(await self.stream.receive_some(RECEIVE_BYTES)))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            elif isinstance(event, h11.ConnectionClosed):
-                raise trio.BrokenResourceError("the peer closed the connection")
-        if self.http.our_state is h11.DONE and self.http.their_state is h11.DONE:
-            self.http.start_next_cycle()
-        else:
-            await self.close()  # the peer asked to close (e.g. it is shutting down)
-        return status
-
-    async def close(self) -> None:
-        if self.stream is not None:
-            stream, self.stream = self.stream, None
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
+@dataclass
+class _Peer:
+    url: str
+    queue: tuple[trio.MemorySendChannel[AnyMessage], trio.MemoryReceiveChannel[AnyMessage]]
+    sender: trio.CancelScope = field(default_factory=trio.CancelScope)
+    shipping: tuple[trio.CancelScope, Snapshot] | None = None
 
 
 class Transport:
     def __init__(
         self,
-        peers: dict[str, str],
         rpc_timeout: float,
         token: str | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
-        self.peers = peers
         self.rpc_timeout = rpc_timeout
         self.tls = tls
-        self.headers = {"Content-Type": "application/json"}
-        if token:
-            self.headers["Authorization"] = f"Bearer {token}"
+        self.snapshots: SnapshotSource | None = None  # set by the node, like on_unreachable
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.on_unreachable: Callable[[str], None] = lambda peer: None
-        self._queues = {peer: trio.open_memory_channel[AnyMessage](QUEUE_LIMIT) for peer in peers}
+        self._peers: dict[NodeId, _Peer] = {}
+        self._nursery: trio.Nursery | None = None
+
+    def set_routes(self, routes: Mapping[NodeId, str]) -> None:
+        """Send to exactly these peers from now on; a peer whose URL changed gets a fresh sender."""
+        for node in list(self._peers):
+            if routes.get(node) != self._peers[node].url:
+                self._stop(self._peers.pop(node))
+        for node, url in routes.items():
+            if node not in self._peers:
+                self._peers[node] = _Peer(url, trio.open_memory_channel[AnyMessage](QUEUE_LIMIT))
+                self._start(node)
 
     def send(self, message: AnyMessage) -> None:
         """Queue ``message`` for its destination without blocking. A full queue drops it and tells the core,
         which then stops assuming its pipelined messages arrive."""
-        queue = self._queues.get(message.dst)
-        if queue is None:
+        peer = self._peers.get(message.dst)
+        if peer is None:
+            return
+        if isinstance(message, InstallSnapshot):
+            self._ship(message.dst, peer, message)
             return
         try:
-            queue[0].send_nowait(message)
+            peer.queue[0].send_nowait(message)
         except trio.WouldBlock:
             self.on_unreachable(message.dst)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
-            for peer, url in self.peers.items():
-                nursery.start_soon(self._sender, peer, url)
+            self._nursery = nursery
+            for node in self._peers:
+                self._start(node)
             task_status.started()
+            await trio.sleep_forever()
 
-    async def _sender(self, peer: str, url: str) -> None:
-        """Send what queued up for ``peer``: one message on its own endpoint, several in one batch, so a slow
+    # --- senders ---------------------------------------------------------------------------------------
+
+    def _start(self, node: NodeId) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._sender, node, self._peers[node])
+
+    def _stop(self, peer: _Peer) -> None:
+        peer.sender.cancel()
+        if peer.shipping is not None:
+            peer.shipping[0].cancel()
+
+    async def _sender(self, node: NodeId, peer: _Peer) -> None:
+        """Send what queued up for ``node``: one message on its own endpoint, several in one batch, so a slow
         link costs a round trip per batch rather than per message."""
-        receive = self._queues[peer][1]
-        connection = PeerConnection(url, self.rpc_timeout, self.headers, self.tls)
+        receive = peer.queue[1]
+        connection = PeerConnection(peer.url, self.rpc_timeout, self.headers, self.tls)
         backoff = 0.0
-        try:
-            async for first in receive:
-                batch = [first, *_take_queued(receive, MAX_BATCH_MESSAGES - 1)]
-                try:
-                    if len(batch) == 1:
-                        status = await connection.post(raft_path(first), dump_raft_message(first))
-                    else:
-                        status = await connection.post(RAFT_BATCH_PATH, dump_raft_batch(batch))
-                    if status >= 300:
-                        raise PeerError(f"answered {status}")
-                    backoff = 0.0
-                except PeerError as e:
-                    log.log(
-                        logging.WARNING if backoff == 0 else logging.DEBUG,
-                        "message to %s failed: %s",
-                        peer,
-                        e,
-                    )
-                    self.on_unreachable(peer)
-                    backoff = min(MAX_BACKOFF, max(FIRST_BACKOFF, backoff * 2))
-                    await trio.sleep(backoff)
-                    _take_queued(receive)  # stale by now: the core resends what still matters
-        finally:
-            await connection.close()
+        with peer.sender:
+            try:
+                async for first in receive:
+                    body, target = _batch(first, receive)
+                    try:
+                        status, _ = await connection.post(target, body)
+                        if status >= 300:
+                            raise PeerError(f"answered {status}")
+                        backoff = 0.0
+                    except PeerError as e:
+                        log.log(
+                            logging.WARNING if backoff == 0 else logging.DEBUG,
+                            "message to %s failed: %s",
+                            node,
+                            e,
+                        )
+                        self.on_unreachable(node)
+                        backoff = min(MAX_BACKOFF, max(FIRST_BACKOFF, backoff * 2))
+                        await trio.sleep(backoff)
+                        _drain(receive)  # stale by now: the core resends what still matters
+            finally:
+                await connection.close()
+
+    # --- snapshot shipping -----------------------------------------------------------------------------
+
+    def _ship(self, node: NodeId, peer: _Peer, message: InstallSnapshot) -> None:
+        """Ship the data of ``message.snapshot``, then the message; a newer snapshot replaces one in flight."""
+        if peer.shipping is not None:
+            scope, snapshot = peer.shipping
+            if snapshot == message.snapshot:
+                return  # already on its way
+            scope.cancel()
+        if self._nursery is None or self.snapshots is None:
+            return
+        scope = trio.CancelScope()
+        peer.shipping = (scope, message.snapshot)
+        self._nursery.start_soon(self._shipper, node, peer, message, scope)
+
+    async def _shipper(
+        self, node: NodeId, peer: _Peer, message: InstallSnapshot, scope: trio.CancelScope
+    ) -> None:
+        assert self.snapshots is not None
+        snapshot = message.snapshot
+        connection = PeerConnection(peer.url, self.rpc_timeout, self.headers, self.tls)
+        with scope:
+            try:
+                data, size, crc = await self.snapshots(snapshot)
+                with data:
+                    await _ship_data(connection, data, snapshot, size, crc)
+                log.info("shipped snapshot %d (%d bytes) to %s", snapshot.index, size, node)
+                peer.queue[0].send_nowait(message)
+            except (PeerError, OSError, ValueError, trio.WouldBlock) as e:
+                log.warning(
+                    "shipping snapshot %d to %s stopped (%s); it resumes when resent", snapshot.index, node, e
+                )
+                self.on_unreachable(node)
+            finally:
+                await connection.close()
+                if peer.shipping is not None and peer.shipping[0] is scope:
+                    peer.shipping = None
 
 
-def _take_queued(
-    receive: trio.MemoryReceiveChannel[AnyMessage], limit: int = QUEUE_LIMIT
-) -> list[AnyMessage]:
-    """Up to ``limit`` messages already waiting in the queue, without blocking."""
-    taken: list[AnyMessage] = []
-    while len(taken) < limit:
+async def _ship_data(
+    connection: PeerConnection, data: BinaryIO, snapshot: Snapshot, size: int, crc: int
+) -> None:
+    """Send chunks from where the receiver stands (it tells us after each chunk, so a transfer cut off
+    earlier resumes) until it holds all of the data and has checked it."""
+    query = {"index": snapshot.index, "term": snapshot.term, "size": size, "crc": crc}
+    offset, complete = 0, False
+    while not complete:
+        await trio.to_thread.run_sync(data.seek, offset)
+        chunk: bytes = await trio.to_thread.run_sync(data.read, SNAPSHOT_CHUNK_BYTES)
+        target = f"{SNAPSHOT_CHUNK_PATH}?{urlencode({**query, 'offset': offset})}"
+        status, body = await connection.post(target, chunk, content_type="application/octet-stream")
+        if status != 200:
+            raise PeerError(f"answered {status} to a snapshot chunk: {body[:200]!r}")
         try:
-            taken.append(receive.receive_nowait())
+            answer = json.loads(body)
+            offset, complete = int(answer["offset"]), bool(answer["complete"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise PeerError(f"unreadable answer to a snapshot chunk: {e}") from None
+        if not complete and not chunk:
+            raise PeerError(f"the receiver wants data beyond the end ({offset} of {size})")
+
+
+def _batch(first: AnyMessage, receive: trio.MemoryReceiveChannel[AnyMessage]) -> tuple[bytes, str]:
+    """The body and target of one POST: ``first`` alone on its endpoint, or with what else is queued (up to
+    MAX_BATCH_MESSAGES, and about MAX_BATCH_BYTES) in one batch."""
+    encoded = [dump_raft_message(first)]
+    size = len(encoded[0])
+    while len(encoded) < MAX_BATCH_MESSAGES and size < MAX_BATCH_BYTES:
+        try:
+            encoded.append(dump_raft_message(receive.receive_nowait()))
         except trio.WouldBlock:
             break
-    return taken
+        size += len(encoded[-1])
+    if len(encoded) == 1:
+        return encoded[0], raft_path(first)
+    return join_raft_batch(encoded), RAFT_BATCH_PATH
+
+
+def _drain(receive: trio.MemoryReceiveChannel[AnyMessage]) -> None:
+    """Drop every message already waiting in the queue."""
+    while True:
+        try:
+            receive.receive_nowait()
+        except trio.WouldBlock:
+            return

@@ -8,7 +8,6 @@ is untrusted, so ``"5"`` is not 5 and an unknown field is an error; every failur
 from __future__ import annotations
 
 import base64
-import dataclasses
 import functools
 import operator
 from typing import Annotated, Any, ClassVar, Literal, Self, get_args
@@ -24,11 +23,13 @@ from pydantic import (
     model_validator,
 )
 
+from raftkv.raft.membership import Membership, MembershipError
 from raftkv.raft.types import (
     AnyMessage,
     AppendEntries,
     AppendEntriesReply,
     Entry,
+    EntryKind,
     InstallSnapshot,
     RequestVote,
     RequestVoteReply,
@@ -66,29 +67,90 @@ Base64Bytes = Annotated[
 ]
 
 
+EntryKindName = Literal["normal", "membership"]
+_KIND_NAMES: dict[EntryKind, EntryKindName] = {EntryKind.NORMAL: "normal", EntryKind.MEMBERSHIP: "membership"}
+_KINDS = {name: kind for kind, name in _KIND_NAMES.items()}
+NodeIdField = Annotated[str, Field(min_length=1)]
+
+
 class EntryModel(StrictInput):
     model_config = ConfigDict(title="Entry")
 
     index: PositiveInt
     term: NonNegativeInt
     data: Base64Bytes | None
+    kind: EntryKindName = "normal"
+
+    @model_validator(mode="after")
+    def _membership_is_readable(self) -> Self:
+        """A configuration that does not decode is not something a leader sends: refuse it here, as a 400,
+        rather than let it stop the node that would append it."""
+        if self.kind == "membership":
+            try:
+                Membership.decode(self.data or b"")
+            except MembershipError as e:
+                raise ValueError(str(e)) from None
+        return self
+
+    @classmethod
+    def wire(cls, entry: Entry) -> dict[str, object]:
+        return {"index": entry.index, "term": entry.term, "data": entry.data, "kind": _KIND_NAMES[entry.kind]}
 
     def to_core(self) -> Entry:
-        return Entry(index=self.index, term=self.term, data=self.data)
+        return Entry(index=self.index, term=self.term, data=self.data, kind=_KINDS[self.kind])
+
+
+class MembershipModel(StrictInput):
+    model_config = ConfigDict(title="Membership")
+
+    voters: list[NodeIdField]
+    outgoing: list[NodeIdField] = []
+    learners: list[NodeIdField] = []
+    promote: list[NodeIdField] = []
+    addresses: dict[str, str]
+
+    @classmethod
+    def wire(cls, membership: Membership) -> dict[str, object]:
+        return {
+            "voters": sorted(membership.voters),
+            "outgoing": sorted(membership.outgoing),
+            "learners": sorted(membership.learners),
+            "promote": sorted(membership.promote),
+            "addresses": dict(membership.addresses),
+        }
+
+    def to_core(self) -> Membership:
+        try:
+            return Membership.of(
+                self.voters,
+                self.addresses,
+                learners=self.learners,
+                promote=self.promote,
+                outgoing=self.outgoing,
+            )
+        except MembershipError as e:
+            raise ValueError(str(e)) from None
 
 
 class SnapshotModel(StrictInput):
+    """A snapshot's description; its data travels apart (``raftSnapshotChunk``), before the message."""
+
     model_config = ConfigDict(title="Snapshot")
 
     index: NonNegativeInt
     term: NonNegativeInt
-    data: Base64Bytes
+    membership: MembershipModel
+
+    @classmethod
+    def wire(cls, snapshot: Snapshot) -> dict[str, object]:
+        return {
+            "index": snapshot.index,
+            "term": snapshot.term,
+            "membership": MembershipModel.wire(snapshot.membership),
+        }
 
     def to_core(self) -> Snapshot:
-        return Snapshot(index=self.index, term=self.term, data=self.data)
-
-
-NodeIdField = Annotated[str, Field(min_length=1)]
+        return Snapshot(index=self.index, term=self.term, membership=self.membership.to_core())
 
 
 class RaftMessageModel(StrictInput):
@@ -114,13 +176,24 @@ class RaftMessageModel(StrictInput):
     def from_core(cls, message: AnyMessage) -> Self:
         if type(message) is not cls.core_type:
             raise TypeError(f"{cls.__name__} wraps {cls.core_type.__name__}, not {type(message).__name__}")
-        return cls.model_validate({"type": cls.tag(), **dataclasses.asdict(message)})
+        fields = {name: _to_wire_value(getattr(message, name)) for name in message.__dataclass_fields__}
+        return cls.model_validate({"type": cls.tag(), **fields})
 
     def to_core(self) -> AnyMessage:
         fields: dict[str, Any] = {
             name: _to_core_value(getattr(self, name)) for name in self.core_type.__dataclass_fields__
         }
         return self.core_type(**fields)
+
+
+def _to_wire_value(value: object) -> object:
+    if isinstance(value, Entry):
+        return EntryModel.wire(value)
+    if isinstance(value, Snapshot):
+        return SnapshotModel.wire(value)
+    if isinstance(value, tuple):
+        return tuple(_to_wire_value(item) for item in value)
+    return value
 
 
 def _to_core_value(value: object) -> object:
@@ -226,6 +299,7 @@ _ANY_MESSAGE_PARSER = _discriminated(*_MODEL_BY_CORE.values())
 
 
 RAFT_BATCH_PATH = "/raft/messages"
+SNAPSHOT_CHUNK_PATH = "/raft/snapshot-chunk"  # a chunk of a snapshot's data, ahead of its InstallSnapshot
 MAX_BATCH_MESSAGES = 256
 
 RaftMessage = Annotated[
@@ -248,8 +322,12 @@ class RaftMessageBatch(StrictInput):
 
 def dump_raft_batch(messages: list[AnyMessage]) -> bytes:
     """The JSON body of ``POST /raft/messages`` carrying ``messages``."""
-    parts = b",".join(dump_raft_message(message) for message in messages)
-    return b'{"messages":[' + parts + b"]}"
+    return join_raft_batch([dump_raft_message(message) for message in messages])
+
+
+def join_raft_batch(encoded: list[bytes]) -> bytes:
+    """The JSON body of ``POST /raft/messages`` carrying messages already encoded one by one."""
+    return b'{"messages":[' + b",".join(encoded) + b"]}"
 
 
 def parse_raft_batch(raw: bytes | str) -> list[AnyMessage]:

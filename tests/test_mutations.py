@@ -7,7 +7,7 @@ order) each took to fail when it was last measured; the test fails when a mutati
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 
 import pytest
@@ -146,7 +146,7 @@ SEEDS_NEEDED = {
 
 def first_failure(budget: list[tuple[int, int]]) -> tuple[int, str] | None:
     """How many runs the simulator needed to fail (the scripted scenarios first, then the seeds), and how."""
-    runs = [partial(run_scenario, name) for name in SCENARIOS]
+    runs: list[Callable[[], object]] = [partial(run_scenario, name) for name in SCENARIOS]
     runs += [partial(run_seed, seed, nodes) for seed, nodes in budget]
     for count, run in enumerate(runs, start=1):
         try:

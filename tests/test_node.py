@@ -7,7 +7,8 @@ enough to assert on; the real-process tests in test_cluster.py cover HTTP and th
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from raftkv import kv
 from raftkv.config import NodeConfig
 from raftkv.machine import SnapshotWriter, StateMachine
 from raftkv.node import NotLeader, RaftNode, Unavailable
-from raftkv.raft.types import AnyMessage, AppendEntries, Entry, HardState, Snapshot
+from raftkv.raft.types import AnyMessage, AppendEntries, Entry, HardState, InstallSnapshot, Snapshot
 from raftkv.storage import MemoryStorage
 
 IDS = ("n1", "n2", "n3")
@@ -51,6 +52,14 @@ class LoopbackNet:
         self.sent.append(message)
         if message.src in self.cut or message.dst in self.cut or message.dst not in self.nodes:
             return
+        if isinstance(message, InstallSnapshot):  # the data goes first, as the real transport ships it
+            sender, receiver = self.nodes[message.src].storage, self.nodes[message.dst].storage
+            with sender.open_snapshot(message.snapshot) as data:
+                content = data.read()
+            snapshot = message.snapshot
+            receiver.receive_snapshot(snapshot.index, snapshot.term, len(content), zlib.crc32(content)).write(
+                0, content
+            )
         self.nodes[message.dst].deliver(message)
 
 
@@ -58,9 +67,15 @@ class LoopbackTransport:
     def __init__(self, net: LoopbackNet) -> None:
         self.net = net
         self.on_unreachable: Callable[[str], None] = lambda peer: None
+        self.snapshots: Callable[[Snapshot], Awaitable[tuple[BinaryIO, int, int]]] | None = None
+        self.routes: dict[str, str] = {}
+
+    def set_routes(self, routes: dict[str, str]) -> None:
+        self.routes = routes
 
     def send(self, message: AnyMessage) -> None:
-        self.net.deliver(message)
+        if message.dst in self.routes:
+            self.net.deliver(message)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()

@@ -37,7 +37,7 @@ FORGED = AppendEntries(
 
 def make_node(**settings: Any) -> RaftNode[KVStore]:
     config = NodeConfig(id="n1", **{"peers": PEERS, "token": TOKEN, **settings})
-    return RaftNode(config, MemoryStorage(), Transport({}, 1.0), random.Random(0), KVStore)
+    return RaftNode(config, MemoryStorage(), Transport(1.0), random.Random(0), KVStore)
 
 
 def raft_state(node: RaftNode[KVStore]) -> tuple[object, ...]:

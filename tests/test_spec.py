@@ -28,11 +28,13 @@ from raftkv.api.errors import error_response
 from raftkv.config import NodeConfig
 from raftkv.kv import KVStore
 from raftkv.node import RaftNode
+from raftkv.raft.membership import Membership
 from raftkv.raft.types import (
     AnyMessage,
     AppendEntries,
     AppendEntriesReply,
     Entry,
+    EntryKind,
     InstallSnapshot,
     RequestVote,
     RequestVoteReply,
@@ -44,7 +46,13 @@ from raftkv.storage import MemoryStorage
 from raftkv.transport import Transport
 
 COMPONENTS: dict[str, Any] = SPEC["components"]["schemas"]
-PARAMETER_MODELS = {models.ReadQuery, models.WriteQuery, models.ListQuery}
+PARAMETER_MODELS = {
+    models.ReadQuery,
+    models.WriteQuery,
+    models.ListQuery,
+    models.ClusterQuery,
+    models.SnapshotChunkQuery,
+}
 
 
 # --- the document itself ----------------------------------------------------------------------------------
@@ -220,12 +228,17 @@ def test_raft_endpoint_takes_the_messages_the_spec_says(path: str) -> None:
         (models.WriteQuery, "put", "/kv/{key}"),
         (models.WriteQuery, "delete", "/kv/{key}"),
         (models.ListQuery, "get", "/kv"),
+        (models.ClusterQuery, "post", "/cluster/members"),
+        (models.ClusterQuery, "delete", "/cluster/members/{member}"),
+        (models.SnapshotChunkQuery, "post", "/raft/snapshot-chunk"),
     ],
 )
 def test_query_model_matches_the_operation_parameters(model: type[BaseModel], method: str, path: str) -> None:
     parameters = [_resolve(p) for p in SPEC["paths"][path][method].get("parameters", [])]
     query = {p["name"]: p["schema"].get("default") for p in parameters if p["in"] == "query"}
-    assert query == {name: field.default for name, field in model.model_fields.items()}
+    assert query == {
+        name: None if field.is_required() else field.default for name, field in model.model_fields.items()
+    }
 
 
 def test_spec_operations_lists_methods_paths_and_security() -> None:
@@ -318,13 +331,18 @@ messages: st.SearchStrategy[AnyMessage] = st.one_of(
     ),
     st.builds(RequestVoteReply, **addressing, granted=st.booleans(), pre_vote=st.booleans()),
     st.builds(
-        lambda term, src, dst, prev_index, prev_term, data, commit, seq: AppendEntries(
+        lambda term, src, dst, prev_index, prev_term, data, config, commit, seq: AppendEntries(
             term=prev_term + term,
             src=src,
             dst=dst,
             prev_index=prev_index,
             prev_term=prev_term,
-            entries=tuple(Entry(prev_index + 1 + i, prev_term + term, d) for i, d in enumerate(data)),
+            entries=tuple(Entry(prev_index + 1 + i, prev_term + term, d) for i, d in enumerate(data))
+            + (
+                (Entry(prev_index + 1 + len(data), prev_term + term, config.encode(), EntryKind.MEMBERSHIP),)
+                if config
+                else ()
+            ),
             commit=commit,
             seq=seq,
         ),
@@ -332,6 +350,11 @@ messages: st.SearchStrategy[AnyMessage] = st.one_of(
         prev_index=naturals,
         prev_term=naturals,
         data=st.lists(st.none() | st.binary(), max_size=4),
+        config=st.none()
+        | st.builds(
+            lambda voters: Membership.of(voters, {v: "http://x" for v in voters}),
+            st.lists(node_ids, min_size=1, max_size=3),
+        ),
         commit=naturals,
         seq=naturals,
     ),
@@ -348,7 +371,20 @@ messages: st.SearchStrategy[AnyMessage] = st.one_of(
         InstallSnapshot,
         **addressing,
         seq=naturals,
-        snapshot=st.builds(Snapshot, index=naturals, term=naturals, data=st.binary()),
+        snapshot=st.builds(
+            Snapshot,
+            index=naturals,
+            term=naturals,
+            membership=st.builds(
+                lambda voters, learners: Membership.of(
+                    voters,
+                    {n: f"http://{n}" for n in {*voters, *learners}},
+                    learners=set(learners) - set(voters),
+                ),
+                st.lists(node_ids, min_size=1, max_size=3),
+                st.lists(node_ids, max_size=2),
+            ),
+        ),
     ),
     st.builds(TimeoutNow, **addressing),
 )
@@ -372,7 +408,7 @@ def test_raft_messages_round_trip_through_json(message: AnyMessage) -> None:
 def test_message_bodies_follow_the_spec_names() -> None:
     body = json.loads(wire.dump_raft_message(AppendEntries(2, "a", "b", 1, 1, (Entry(2, 2, b"\x00"),), 1)))
     assert body["type"] == "append_entries"
-    assert body["entries"] == [{"index": 2, "term": 2, "data": "AA=="}]
+    assert body["entries"] == [{"index": 2, "term": 2, "data": "AA==", "kind": "normal"}]
 
 
 def test_a_message_posted_to_the_wrong_endpoint_is_rejected() -> None:
@@ -408,7 +444,7 @@ def test_garbage_is_a_validation_error_never_anything_else(raw: bytes) -> None:
 
 
 def node() -> RaftNode[KVStore]:
-    return RaftNode(NodeConfig(id="n1"), MemoryStorage(), Transport({}, 1.0), random.Random(0), KVStore)
+    return RaftNode(NodeConfig(id="n1"), MemoryStorage(), Transport(1.0), random.Random(0), KVStore)
 
 
 @pytest.fixture

@@ -64,7 +64,8 @@ async def test_messages_queued_behind_a_slow_post_share_the_next_one(
     peer: tuple[PeerStub, str], nursery: trio.Nursery
 ) -> None:
     stub, url = peer
-    transport = Transport({"n2": url}, rpc_timeout=10)
+    transport = Transport(rpc_timeout=10)
+    transport.set_routes({"n2": url})
     await nursery.start(transport.run)
     transport.send(message(1))
     await stub.first_arrived.wait()  # the first POST is now held by the peer
@@ -79,7 +80,8 @@ async def test_messages_queued_behind_a_slow_post_share_the_next_one(
 
 async def test_failures_and_overflow_are_reported_to_the_core(nursery: trio.Nursery) -> None:
     reports, unreachable = trio.open_memory_channel[str](10)
-    transport = Transport({"n2": "http://127.0.0.1:9"}, rpc_timeout=1)  # nothing listens on the discard port
+    transport = Transport(rpc_timeout=1)
+    transport.set_routes({"n2": "http://127.0.0.1:9"})  # nothing listens on the discard port
     transport.on_unreachable = reports.send_nowait
     for term in range(QUEUE_LIMIT + 1):  # the sender is not running yet: the last one overflows the queue
         transport.send(message(term))

@@ -18,7 +18,7 @@ from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 from werkzeug.routing import PathConverter
 
 from raftkv import kv
-from raftkv.api import docs, kv_routes, ops_routes, raft_routes
+from raftkv.api import cluster_routes, docs, kv_routes, ops_routes, raft_routes
 from raftkv.api.asgi import ShieldLastSend
 from raftkv.api.binding import bind
 from raftkv.api.context import Api
@@ -31,8 +31,9 @@ DRAINING: Final = "RAFTKV_DRAINING"  # app.config flag set when the node starts 
 CLUSTER_TOKEN: Final = "clusterToken"
 CLIENT_TOKEN: Final = "clientToken"
 
-RAFT_BODY_LIMIT: Final = 64 << 20
-"""Bytes of one Raft request body: an InstallSnapshot carries the whole snapshot in one message."""
+RAFT_BODY_LIMIT: Final = 16 << 20
+"""Bytes of one Raft request body: a batch of messages (the transport keeps them to about 8 MiB), or a chunk
+of snapshot data (1 MiB); snapshots themselves never travel in one body."""
 
 
 def create_app(node: RaftNode[kv.KVStore]) -> QuartTrio:
@@ -90,7 +91,13 @@ def create_app(node: RaftNode[kv.KVStore]) -> QuartTrio:
         app,
         docs.SPEC,
         api,
-        [kv_routes.operations, ops_routes.operations, raft_routes.operations, docs.operations],
+        [
+            kv_routes.operations,
+            ops_routes.operations,
+            cluster_routes.operations,
+            raft_routes.operations,
+            docs.operations,
+        ],
         guard,
     )
     return app

@@ -213,3 +213,66 @@ class Health(_Output):
 
 class Accepted(_Output):
     """The ``{}`` that answers every Raft message."""
+
+
+# --- cluster operations -------------------------------------------------------------------------------------
+
+NodeId = Annotated[
+    str, Field(min_length=1, max_length=MAX_KEY_BYTES, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+]
+BaseUrl = Annotated[str, Field(min_length=8, max_length=2048, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")]
+
+
+class MemberList(_Output):
+    """The configuration: each member, and the leader (``GET``, and the answer of every change)."""
+
+    members: list[Member]
+    leader: LeaderInfo | None
+
+
+class NewMember(StrictInput):
+    """``POST /cluster/members``: a server to add. It joins as a learner, and becomes a voter once caught up
+    unless ``voter`` is false (then it stays a learner)."""
+
+    id: NodeId
+    url: BaseUrl
+    voter: bool = True
+
+
+class MemberSet(StrictInput):
+    """``PUT /cluster/members``: exactly these members, several changed at once through joint consensus."""
+
+    members: Annotated[list[NewMember], Field(min_length=1, max_length=64)]
+
+
+class TransferRequest(StrictInput):
+    """``POST /cluster/transfer-leadership``: to ``id``, or (absent) to the most caught-up voter."""
+
+    id: NodeId | None = None
+
+
+class ClusterQuery(BaseModel):
+    """Query of a cluster call: only ``redirect``."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    redirect: QueryBool = False
+
+
+class SnapshotChunkQuery(BaseModel):
+    """Which snapshot a chunk of data belongs to, and where in it the chunk starts."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    index: Annotated[int, BeforeValidator(_query_integer), Field(ge=1)]
+    term: Annotated[int, BeforeValidator(_query_integer), Field(ge=0)]
+    size: Annotated[int, BeforeValidator(_query_integer), Field(ge=0)]
+    crc: Annotated[int, BeforeValidator(_query_integer), Field(ge=0, le=0xFFFFFFFF)]
+    offset: Annotated[int, BeforeValidator(_query_integer), Field(ge=0)]
+
+
+class SnapshotChunkAnswer(_Output):
+    """Where the receiver stands: the sender continues from ``offset``; ``complete`` once all arrived."""
+
+    offset: NonNegativeInt
+    complete: bool
