@@ -22,6 +22,11 @@ SERVE_SETTINGS: dict[str, tuple[type, str]] = {
     "--listen": (str, "HOST:PORT to serve on (default 127.0.0.1:8080)"),
     "--url": (str, "the URL peers and clients reach this node at (default http(s)://LISTEN)"),
     "--data-dir": (Path, "where term, vote, log and snapshots live"),
+    "--join": (str, "a fresh node asks the cluster at this URL to add it (as POST /cluster/members does)"),
+    "--initial-voters": (
+        str,
+        "ids of the voters a fresh cluster starts with (default: this node and every --peer)",
+    ),
     "--tick-ms": (int, "length of one Raft tick (default 50)"),
     "--election-ticks": (int, "election timeout in ticks (default 16, randomized x1-2)"),
     "--heartbeat-ticks": (int, "heartbeat interval in ticks (default 2)"),

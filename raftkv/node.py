@@ -133,7 +133,8 @@ class RaftNode(Generic[M]):
             max_inflight=config.max_inflight,
         )
         self.core = Raft(core_config, state, rng)
-        self._membership = self.core.membership
+        self._routed: tuple[Membership, NodeId | None] = (self.core.membership, self.core.leader_id)
+        self._known = dict(self.core.membership.addresses)  # every address any configuration gave, kept
         self._wakeup = trio.Event()
         self._changed = trio.Event()
         self._failure: BaseException | None = None
@@ -150,7 +151,13 @@ class RaftNode(Generic[M]):
         address the membership records; this node's own is its advertised URL."""
         if node == self.config.id:
             return self.config.advertised_url
-        return self.config.peers.get(node) or self.core.membership.address(node)
+        return self.config.peers.get(node) or self.core.membership.address(node) or self._known.get(node)
+
+    def learn_routes(self, members: dict[NodeId, str]) -> None:
+        """Where the members of the cluster this node just joined are: until the log it receives names them,
+        this is how its answers reach the leader that replicates to it."""
+        self._known.update(members)
+        self.transport.set_routes(self._routes())
 
     @property
     def leader(self) -> tuple[str, str] | None:
@@ -397,10 +404,12 @@ class RaftNode(Generic[M]):
                             f"hard state {ready.hard_state}, snapshot {ready.snapshot}"
                         )
                         raise
-            if self.core.membership != self._membership:
-                self._membership = self.core.membership
+            if (self.core.membership, self.core.leader_id) != self._routed:
+                if self.core.membership != self._routed[0]:
+                    self._known.update(self.core.membership.addresses)
+                    log.info("membership: %s", self.members())
+                self._routed = (self.core.membership, self.core.leader_id)
                 self.transport.set_routes(self._routes())
-                log.info("membership: %s", self.members())
             for message in ready.messages:
                 self.transport.send(message)
             if ready.snapshot or ready.committed or ready.read_states:
@@ -496,12 +505,17 @@ class RaftNode(Generic[M]):
     # --- small helpers ---------------------------------------------------------------------------------
 
     def _routes(self) -> dict[NodeId, str]:
-        """Every other member of the configuration this node can reach, id -> URL."""
-        return {
-            node: url
-            for node in self.core.membership.members - {self.config.id}
-            if (url := self.route(node)) is not None
-        }
+        """Whom this node sends to: every member of its configuration, and its leader even when that is not a
+        member (a leader that removed itself leads until the change commits; a joining node has no
+        configuration until its log names one, so until then it answers every node it was told of)."""
+        wanted = (
+            self.core.membership.members | {self.core.leader_id}
+            if self.core.leader_id
+            else self.core.membership.members
+        )
+        if not self.core.membership.members:
+            wanted = wanted | self._known.keys()
+        return {node: url for node in wanted - {self.config.id} if (url := self.route(node)) is not None}
 
     def _successor(self) -> NodeId | None:
         """The voter (other than us) whose log the leader knows to be the longest."""

@@ -48,7 +48,7 @@ async def serve(config: NodeConfig) -> None:
                     config.listen,
                 )
             if config.join is not None and not node.core.membership.members:
-                nursery.start_soon(join, config)
+                nursery.start_soon(join, config, node)
             log.info("node %s serving on %s, members %s", config.id, config.advertised_url, node.members())
             await hypercorn.trio.serve(app, hypercorn_config(config), shutdown_trigger=stop.wait)
             nursery.cancel_scope.cancel()
@@ -57,9 +57,9 @@ async def serve(config: NodeConfig) -> None:
     log.info("node %s stopped", config.id)
 
 
-async def join(config: NodeConfig) -> None:
+async def join(config: NodeConfig, node: RaftNode[KVStore]) -> None:
     """Ask the cluster at ``config.join`` to add this node (a learner, promoted once caught up), until it has;
-    any member forwards the request to the leader."""
+    any member forwards the request to the leader. The answer says where the members are."""
     assert config.join is not None
     body = {"id": config.id, "url": config.advertised_url}
     headers = {"Authorization": f"Bearer {config.cluster_token}"} if config.cluster_token else {}
@@ -75,6 +75,7 @@ async def join(config: NodeConfig) -> None:
                 log.warning("cannot reach %s to join: %s", config.join, e)
             else:
                 if answer.status_code == 200:
+                    node.learn_routes({member["id"]: member["url"] for member in answer.json()["members"]})
                     log.info("joined the cluster through %s", config.join)
                     return
                 if answer.status_code not in (409, 503):

@@ -321,3 +321,45 @@ async def test_a_counter_replicates_like_the_key_value_store(autojump_clock: tri
         )
         assert {node.machine.total for node in net.nodes.values()} == {465}
         assert leader.core.log.snapshot_index >= 20
+
+
+async def test_a_joining_node_catches_up_by_snapshot_is_promoted_and_a_voter_leaves(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with cluster(snapshot_entries=10) as net:
+        leader = await wait_for_leader(net)
+        for i in range(30):
+            await leader.write(put(f"k{i}", i))
+        assert leader.core.log.snapshot_index >= 20  # the log from the start is gone: only a snapshot helps
+        joiner = make_node(make_config("n4", join="http://n1.invalid"), MemoryStorage(), net, 9)
+        assert not joiner.core.membership.members  # it starts outside any configuration
+        net.nodes["n4"] = joiner
+        async with trio.open_nursery() as nursery:
+            await nursery.start(joiner.run)
+            added = leader.core.membership.with_learner("n4", "http://n4.invalid", promote=True)
+            await leader.change_membership(added)
+            joiner.learn_routes(
+                {str(m["id"]): str(m["url"]) for m in leader.members()}
+            )  # what the join answers
+            await wait_until(net.nodes.values(), lambda: leader.core.membership.is_voter("n4"))
+            await wait_until(
+                net.nodes.values(), lambda: joiner.machine.applied_index >= leader.machine.applied_index
+            )
+            assert joiner.machine.get("k29") is not None and joiner.core.log.snapshot_index > 0
+            leaving = leader.config.id  # the leader itself: it hands over once its removal commits
+            await leader.change_membership(leader.core.membership.without(leaving))
+            assert leaving not in {m["id"] for m in leader.members()}
+            successor = await wait_for_leader(net, exclude=frozenset({leaving}))
+            assert await successor.write(put("after", 1)) == kv.Ok("after", 1, 31)
+            assert [m["id"] for m in successor.members()] == sorted({"n1", "n2", "n3", "n4"} - {leaving})
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_leader_hands_over_before_it_stops(autojump_clock: trio.testing.MockClock) -> None:
+    async with cluster() as net:
+        leader = await wait_for_leader(net)
+        await leader.write(put("a", 1))
+        await leader.hand_over()
+        assert not leader.is_leader
+        successor = leader.core.leader_id
+        assert successor is not None and net.nodes[successor].is_leader

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -86,7 +87,11 @@ def _ephemeral_range_start() -> int:
 
 
 class LocalCluster:
-    """N ``raftkv serve`` child processes; use as ``async with LocalCluster(workdir) as cluster:``."""
+    """N ``raftkv serve`` child processes; use as ``async with LocalCluster(workdir) as cluster:``.
+
+    ``size`` founding members start together; ``spares`` more servers have ports and proxies from the start
+    but run only once ``add`` brings them in (they join through a member). ``nodes`` are the members now.
+    """
 
     def __init__(
         self,
@@ -98,18 +103,24 @@ class LocalCluster:
         log_dir: Path | None = None,
         startup_timeout: float = 20.0,
         faults: Faults = POWER_LOSS_ONLY,
+        spares: int = 0,
     ) -> None:
         self.workdir = workdir
         self.seed = seed
         self.launcher = faults.launcher()
-        self.node_args = [*node_args, "--token-file", str(cluster_token_file(workdir))]
+        token_file = cluster_token_file(workdir)
+        self.node_args = [*node_args, "--token-file", str(token_file)]
+        self.cluster_headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
         self.startup_timeout = startup_timeout
         log_dir = log_dir if log_dir is not None else workdir / "logs"
-        ids = [f"n{i}" for i in range(1, size + 1)]
+        ids = [f"n{i}" for i in range(1, size + spares + 1)]
         self._nodes = {
             node_id: NodeProcess(node_id, port, workdir / "data" / node_id, log_dir / f"{node_id}.log")
-            for node_id, port in zip(ids, free_ports(size), strict=True)
+            for node_id, port in zip(ids, free_ports(len(ids)), strict=True)
         }
+        self._founders = ids[:size]
+        self._members = set(self._founders)
+        self._joining: set[str] = set()  # started with --join instead of as founders
         self._stack = AsyncExitStack()
         self._mesh: ProxyMesh | None = None
         self._http: httpx.AsyncClient | None = None
@@ -135,7 +146,13 @@ class LocalCluster:
 
     @property
     def nodes(self) -> list[str]:
-        return list(self._nodes)
+        """The members now (founders, and servers added since, minus those removed)."""
+        return sorted(self._members)
+
+    @property
+    def spares(self) -> list[str]:
+        """Servers that are not members now: ``add`` brings one in."""
+        return sorted(self._nodes.keys() - self._members)
 
     @property
     def mesh(self) -> ProxyMesh:
@@ -151,11 +168,74 @@ class LocalCluster:
         return f"http://{HOST}:{self._nodes[node_id].port}"
 
     async def start(self) -> None:
-        """Start every node that is not running, then wait until each answers ``GET /status``."""
+        """Start every member that is not running, then wait until each answers ``GET /status``."""
         async with trio.open_nursery() as nursery:
-            for node in self._nodes.values():
-                if not node.alive:
-                    nursery.start_soon(self._start_node, node)
+            for node_id in self._members:
+                if not self._nodes[node_id].alive:
+                    nursery.start_soon(self._start_node, self._nodes[node_id])
+
+    # --- membership ----------------------------------------------------------------------------------------
+
+    async def cluster_call(
+        self, method: str, path: str, body: object = None, timeout: float = 30.0
+    ) -> httpx.Response:
+        """A ``/cluster/*`` call with the cluster token, tried on each running member in turn (any forwards to
+        the leader) until one answers other than 503/409 or ``timeout`` passes."""
+        with trio.move_on_after(timeout):
+            async with httpx.AsyncClient(timeout=15, trust_env=False, headers=self.cluster_headers) as client:
+                while True:
+                    for node_id in self.nodes:
+                        if not self._nodes[node_id].alive or self._nodes[node_id].paused:
+                            continue
+                        try:
+                            answer = await client.request(method, self.client_url(node_id) + path, json=body)
+                        except httpx.HTTPError:
+                            continue
+                        if answer.status_code not in (409, 503):
+                            return answer
+                    await trio.sleep(POLL_INTERVAL)
+        raise ClusterError(f"{method} {path} got no answer but 409/503 within {timeout}s")
+
+    async def add(self, node_id: str, timeout: float = 60.0) -> None:
+        """Start ``node_id`` with an empty data directory and ``--join``; return once it is a voter."""
+        node = self._nodes[node_id]
+        self._joining.add(node_id)
+        self._members.add(node_id)
+        await self._start_node(node)
+        with trio.move_on_after(timeout):
+            while not await self._is_voter(node_id):
+                await trio.sleep(POLL_INTERVAL)
+            return
+        raise ClusterError(f"{node_id} did not become a voter within {timeout}s:\n{self._log_tail(node)}")
+
+    async def remove(self, node_id: str) -> None:
+        """Remove ``node_id`` from the configuration (once that commits, it is stopped) and make it a spare."""
+        answer = await self.cluster_call("DELETE", f"/cluster/members/{node_id}")
+        if answer.status_code not in (200, 404):
+            raise ClusterError(f"removing {node_id}: {answer.status_code} {answer.text}")
+        self._members.discard(node_id)
+        await self.kill(node_id)
+
+    async def replace(self, node_id: str) -> None:
+        """What an operator does when a server's disk is lost: remove it, wipe its data, and add it afresh."""
+        await self.remove(node_id)
+        self.wipe(node_id)
+        await self.add(node_id)
+
+    def wipe(self, node_id: str) -> None:
+        """Delete a (stopped) node's data directory, as a failed disk would."""
+        node = self._nodes[node_id]
+        if node.alive:
+            raise ClusterError(f"{node_id} is running: stop it before wiping its data")
+        shutil.rmtree(node.data_dir, ignore_errors=True)
+
+    async def _is_voter(self, node_id: str) -> bool:
+        try:
+            answer = await self.cluster_call("GET", "/cluster/members", timeout=5)
+        except ClusterError:
+            return False
+        members = answer.json().get("members", []) if answer.status_code == 200 else []
+        return any(member["id"] == node_id and member["voter"] for member in members)
 
     async def stop(self) -> None:
         """Ask every node to exit (SIGTERM), and SIGKILL the ones still alive after a grace period."""
@@ -222,13 +302,14 @@ class LocalCluster:
 
     async def leader(self) -> str | None:
         """The leader a majority of all nodes currently name for the same term, if there is one."""
-        leader = agreed_leader((await self.statuses()).values(), len(self._nodes))
+        statuses = await self.statuses()
+        leader = agreed_leader([statuses[node_id] for node_id in self._members], len(self._members))
         return None if leader is None else leader[0]
 
     async def wait_for_leader(self, timeout: float = 10.0, *, other_than: str | None = None) -> str:
         """The id of the leader a majority agrees on (one that is not ``other_than``, say after killing it);
         ClusterError with the last statuses if none in time."""
-        urls = [self.client_url(node_id) for node_id in self._nodes]
+        urls = [self.client_url(node_id) for node_id in self.nodes]
         try:
             leader_id, _ = await wait_for_leader(urls, timeout, other_than=other_than)
         except NoLeader as e:
@@ -245,11 +326,17 @@ class LocalCluster:
         return process
 
     def _command(self, node: NodeProcess) -> list[str]:
+        """Every node knows how to reach every other (through its proxy); founders found the cluster, the rest
+        join it through a founder that runs."""
         listen = f"{HOST}:{node.port}"
         peers = self.mesh.peer_urls(node.id)
-        return node_command(
-            node.id, listen, node.data_dir, peers, options=self.node_args, launcher=self.launcher
-        )
+        if node.id in self._joining:
+            sponsor = next(m for m in self.nodes if m != node.id and self._nodes[m].alive)
+            role = ["--join", self.client_url(sponsor)]
+        else:
+            role = ["--initial-voters", ",".join(self._founders)]
+        options = [*self.node_args, *role]
+        return node_command(node.id, listen, node.data_dir, peers, options=options, launcher=self.launcher)
 
     async def _start_node(self, node: NodeProcess) -> None:
         node.data_dir.mkdir(parents=True, exist_ok=True)

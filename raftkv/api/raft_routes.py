@@ -23,7 +23,7 @@ async def deliver(api: Api, messages: list[AnyMessage]) -> Response:
     for message in messages:
         if message.dst != node_id:
             return error_response(400, f"message for {message.dst!r} reached node {node_id!r}")
-        if message.src not in api.node.config.members:
+        if api.node.route(message.src) is None:
             return error_response(400, f"message from unknown node {message.src!r}")
     api.node.deliver(*messages)
     return json_response(models.Accepted(), status=202)
