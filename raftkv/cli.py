@@ -9,6 +9,7 @@ from pathlib import Path
 
 import trio
 
+from raftkv import cli_client
 from raftkv.config import ConfigError, load_config, parse_peers
 from raftkv.local_cluster import run_cluster
 from raftkv.serve import serve
@@ -65,11 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--nodes", type=int, default=3)
     c.add_argument("--base-port", type=int, default=8080)
     c.add_argument("--data-dir", type=Path, default=Path(".raftkv"))
+
+    cli_client.add_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.command not in ("serve", "cluster"):
+        cli_client.run(args)
+        return
     if args.command == "cluster":
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
         trio.run(run_cluster, args.nodes, args.base_port, args.data_dir)
