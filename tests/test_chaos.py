@@ -28,6 +28,7 @@ SEED_BY_KIND = {
     FaultKind.PARTITION: 13,
     FaultKind.POWERLOSS: 14,
     FaultKind.NETDELAY: 15,
+    FaultKind.MEMBERSHIP: 16,
 }
 UNSAFE_READS_SEED = 8  # its schedule opens with two leader isolations and a majority-minority split
 
@@ -77,6 +78,27 @@ async def test_frequent_snapshots_survive_kills_and_partitions(tmp_path: Path) -
     assert report.lost == [], report.table()
     logs = "".join(path.read_text() for path in (tmp_path / "logs").glob("*.log"))
     assert "snapshot at index" in logs and "Traceback" not in logs
+
+
+@pytest.mark.slow
+async def test_members_replaced_and_added_amid_kills_and_partitions(tmp_path: Path) -> None:
+    """Membership changes (a member's disk lost and the member replaced; a spare added, then removed) among
+    kills and partitions, with snapshots every 20 entries so that new members catch up by snapshot."""
+    config = ChaosConfig(
+        out=tmp_path,
+        nodes=3,
+        duration=RUN_SECONDS,
+        faults=(FaultKind.MEMBERSHIP, FaultKind.KILL, FaultKind.PARTITION),
+        seed=22,
+        node_args=("--snapshot-entries=20",),
+        recovery=3.0,
+    )
+    report = await run_chaos(config, lambda line: None)
+    assert report.check.verdict == "linearizable", report.table()
+    assert report.lost == [], report.table()
+    assert "membership" in {fault.kind for fault in report.faults}, report.table()
+    logs = "".join(path.read_text() for path in (tmp_path / "logs").glob("*.log"))
+    assert "shipped snapshot" in logs and "Traceback" not in logs
 
 
 def test_the_unsafe_reads_seed_isolates_the_leader_first() -> None:

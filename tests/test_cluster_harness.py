@@ -14,6 +14,7 @@ import trio.testing
 
 from raftkv_harness.cluster import LocalCluster
 from raftkv_harness.nemesis import (
+    MEMBERSHIP_VARIANTS,
     NETDELAY_VARIANTS,
     PARTITION_VARIANTS,
     ClusterControl,
@@ -61,10 +62,28 @@ class FakeCluster:
         self.paused: set[str] = set()
         self.calls: list[tuple[str, str]] = []
         self.first_kill = trio.Event()
+        self.members = set(NODES)
 
     @property
     def nodes(self) -> list[str]:
-        return NODES
+        return sorted(self.members)
+
+    @property
+    def spares(self) -> list[str]:
+        return sorted({"n6", "n7"} - self.members)
+
+    async def add(self, node_id: str) -> None:
+        self.calls.append(("add", node_id))
+        await trio.sleep(1.0)
+        self.members.add(node_id)
+
+    async def remove(self, node_id: str) -> None:
+        self.calls.append(("remove", node_id))
+        self.members.discard(node_id)
+
+    async def replace(self, node_id: str) -> None:
+        await self.remove(node_id)
+        await self.add(node_id)
 
     async def kill(self, node_id: str) -> None:
         self.calls.append(("kill", node_id))
@@ -94,7 +113,7 @@ class FakeCluster:
 
     @property
     def healthy(self) -> bool:
-        return not (self.down or self.paused or self.mesh.faulty)
+        return not (self.down or self.paused or self.mesh.faulty) and self.members == set(NODES)
 
 
 def test_the_schedule_is_a_function_of_the_seed() -> None:
@@ -110,7 +129,7 @@ def test_the_schedule_is_a_function_of_the_seed() -> None:
 
 
 def test_unknown_fault_kinds_are_rejected_with_the_known_names() -> None:
-    with pytest.raises(ValueError, match="kill,pause,partition,powerloss,netdelay"):
+    with pytest.raises(ValueError, match="kill,pause,partition,powerloss,netdelay,membership"):
         parse_fault_kinds("kill,meteor")
 
 
@@ -122,7 +141,8 @@ async def test_every_fault_is_healed_and_recorded(autojump_clock: trio.testing.M
     phases = [event.phase for event in nemesis.timeline]
     assert phases == ["start", "heal"] * 40
     variants = {(event.kind, event.variant) for event in nemesis.timeline}
-    assert len(variants) == 3 + len(PARTITION_VARIANTS) + len(NETDELAY_VARIANTS)  # seed 6 draws every variant
+    expected = 3 + len(PARTITION_VARIANTS) + len(NETDELAY_VARIANTS) + len(MEMBERSHIP_VARIANTS)
+    assert len(variants) == expected  # seed 6 draws every variant
     times = [event.time for event in nemesis.timeline]
     assert times == sorted(times) and times[0] >= 1.0  # a quiet period comes first
     for broke, healed in itertools.pairwise(cluster.calls):

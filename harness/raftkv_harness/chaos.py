@@ -261,12 +261,13 @@ async def run_chaos(config: ChaosConfig, progress: Progress = print_progress) ->
             seed=config.seed,
             node_args=config.node_args,
             faults=Faults(power_loss=True, unsafe_local_reads=config.unsafe_local_reads),
+            spares=1 if FaultKind.MEMBERSHIP in config.faults else 0,
             log_dir=config.out / "logs",
         ) as cluster:
             first = await cluster.wait_for_leader(timeout=STARTUP_LEADER_TIMEOUT)
             progress(f"{config.nodes} nodes up, {first} leads; running for {config.duration:g} s")
             origin = trio.current_time()
-            urls = [cluster.client_url(node_id) for node_id in cluster.nodes]
+            urls = [cluster.client_url(node_id) for node_id in (*cluster.nodes, *cluster.spares)]
             workload = Workload(urls, config.workload, seed=config.seed, origin=origin)
             nemesis = Nemesis(
                 cluster, seed=config.seed, kinds=config.faults, timing=config.timing, origin=origin

@@ -28,10 +28,12 @@ class FaultKind(enum.StrEnum):
     PARTITION = "partition"
     POWERLOSS = "powerloss"
     NETDELAY = "netdelay"
+    MEMBERSHIP = "membership"
 
 
 PARTITION_VARIANTS = ("majority-minority", "isolate-leader", "one-way", "flapping")
 NETDELAY_VARIANTS = ("delay-all", "delay-node", "loss-all")
+MEMBERSHIP_VARIANTS = ("replace", "grow-shrink")  # a member's disk lost; a spare added, then removed
 
 
 def parse_fault_kinds(text: str) -> list[FaultKind]:
@@ -66,6 +68,11 @@ class ClusterControl(Protocol):
     def resume(self, node_id: str) -> None: ...
     async def power_loss(self, node_id: str) -> int: ...
     async def leader(self) -> str | None: ...
+    @property
+    def spares(self) -> list[str]: ...
+    async def add(self, node_id: str) -> None: ...
+    async def remove(self, node_id: str) -> None: ...
+    async def replace(self, node_id: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,8 @@ def plan_faults(
                 on_leader=variant == "isolate-leader",
                 flap_period=rng.uniform(*timing.flap_period),
             )
+        elif kind is FaultKind.MEMBERSHIP:
+            fault = replace(fault, variant=rng.choice(MEMBERSHIP_VARIANTS))
         elif kind is FaultKind.NETDELAY:
             delay = rng.uniform(0.02, 0.2)
             variant = rng.choice(NETDELAY_VARIANTS)
@@ -188,6 +197,8 @@ class Nemesis:
             self._record(fault, targets, "heal")
 
     async def _resolve_targets(self, fault: Fault) -> tuple[str, ...]:
+        if fault.kind is FaultKind.MEMBERSHIP and fault.variant == "grow-shrink":
+            return tuple(self.cluster.spares[:1]) or fault.nodes
         if not fault.on_leader:
             return fault.nodes
         leader = await self.cluster.leader()
@@ -217,6 +228,10 @@ class Nemesis:
                 mesh.set_delay(fault.delay, fault.jitter, mesh.links_touching(target))
             case FaultKind.NETDELAY, "loss-all":
                 mesh.set_loss(fault.loss)
+            case FaultKind.MEMBERSHIP, "replace":
+                await cluster.replace(target)
+            case FaultKind.MEMBERSHIP, "grow-shrink":
+                await cluster.add(target)
         await trio.sleep(fault.duration)
 
     async def _flap(self, fault: Fault, groups: list[set[str]]) -> None:
@@ -229,12 +244,23 @@ class Nemesis:
                 await trio.sleep(fault.flap_period)
 
     async def _heal(self, fault: Fault, targets: tuple[str, ...]) -> None:
-        if fault.kind in (FaultKind.KILL, FaultKind.POWERLOSS):
+        if fault.kind is FaultKind.MEMBERSHIP:
+            await self._settle_membership(fault, targets[0])
+        elif fault.kind in (FaultKind.KILL, FaultKind.POWERLOSS):
             await self.cluster.restart(targets[0])
         elif fault.kind is FaultKind.PAUSE:
             self.cluster.resume(targets[0])
         else:
             self.cluster.mesh.heal()
+
+    async def _settle_membership(self, fault: Fault, target: str) -> None:
+        """Back to the membership the run started with: a replaced member is one again (if the fault was cut
+        short), an added spare leaves."""
+        members = self.cluster.nodes
+        if fault.variant == "replace" and target not in members:
+            await self.cluster.add(target)
+        elif fault.variant == "grow-shrink" and target in members:
+            await self.cluster.remove(target)
 
     def _record(self, fault: Fault, targets: tuple[str, ...], phase: Literal["start", "heal"]) -> None:
         origin = self.origin if self.origin is not None else 0.0
