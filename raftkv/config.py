@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 ENV_PREFIX: Final = "RAFTKV_"
+CLIENT_VARIABLES: Final = frozenset({"RAFTKV_ENDPOINTS"})  # read by the client commands, not by a node
 MIB: Final = 1 << 20
 
 
@@ -204,7 +205,9 @@ def load_config(flags: Mapping[str, Any], config_file: Path | None = None) -> No
     unknown = sorted(
         key
         for key in os.environ
-        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() not in NodeConfig.model_fields
+        if key.startswith(ENV_PREFIX)
+        and key not in CLIENT_VARIABLES
+        and key[len(ENV_PREFIX) :].lower() not in NodeConfig.model_fields
     )
     if unknown:
         raise ConfigError(
