@@ -31,6 +31,8 @@ from raftkv.raft.types import (
     Entry,
     EntryKind,
     InstallSnapshot,
+    ReadIndexReply,
+    ReadIndexRequest,
     RequestVote,
     RequestVoteReply,
     Snapshot,
@@ -273,6 +275,23 @@ class TimeoutNowModel(RaftMessageModel):
     type: Literal["timeout_now"]
 
 
+class ReadIndexRequestModel(RaftMessageModel):
+    model_config = ConfigDict(title="ReadIndexRequest")
+    core_type = ReadIndexRequest
+
+    type: Literal["read_index"]
+    seq: NonNegativeInt
+
+
+class ReadIndexReplyModel(RaftMessageModel):
+    model_config = ConfigDict(title="ReadIndexReply")
+    core_type = ReadIndexReply
+
+    type: Literal["read_index_reply"]
+    seq: NonNegativeInt
+    index: NonNegativeInt | None
+
+
 def _discriminated(*models: type[RaftMessageModel]) -> TypeAdapter[RaftMessageModel]:
     """A parser of any of ``models``, choosing by ``type`` (so errors name only the fields of that one)."""
     if len(models) == 1:
@@ -287,6 +306,7 @@ RAFT_MODELS_BY_PATH: dict[str, tuple[type[RaftMessageModel], ...]] = {
     "/raft/append-entries": (AppendEntriesModel, AppendEntriesReplyModel),
     "/raft/install-snapshot": (InstallSnapshotModel,),
     "/raft/timeout-now": (TimeoutNowModel,),
+    "/raft/read-index": (ReadIndexRequestModel, ReadIndexReplyModel),
 }
 _MODEL_BY_CORE: dict[type[AnyMessage], type[RaftMessageModel]] = {
     model.core_type: model for models in RAFT_MODELS_BY_PATH.values() for model in models
@@ -308,7 +328,9 @@ RaftMessage = Annotated[
     | AppendEntriesModel
     | AppendEntriesReplyModel
     | InstallSnapshotModel
-    | TimeoutNowModel,
+    | TimeoutNowModel
+    | ReadIndexRequestModel
+    | ReadIndexReplyModel,
     Field(discriminator="type"),
 ]
 

@@ -46,9 +46,12 @@ def make(
     commit: int = 0,
     **options: object,
 ) -> Raft:
+    """A lone core, as if restarted with this state. Without check-quorum unless asked: its leader lease
+    (a restarted node ignores candidates for an election timeout) is not what these rule tests are about."""
     founding = Membership.of(voters, {voter: f"sim://{voter}" for voter in voters})
     state = PersistentState(HardState(term, vote, commit), Snapshot(0, 0, founding), entries)
-    return Raft(Config(id=node_id, **options), state, random.Random(1))  # type: ignore[arg-type]
+    config = Config(id=node_id, **{"check_quorum": False, **options})  # type: ignore[arg-type]
+    return Raft(config, state, random.Random(1))
 
 
 def log_of(*terms: int) -> tuple[Entry, ...]:

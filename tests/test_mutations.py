@@ -13,7 +13,7 @@ from functools import partial
 import pytest
 
 from raftkv.raft import membership
-from raftkv.raft.core import Raft
+from raftkv.raft.core import Config, Raft
 from raftkv.raft.log import RaftLog
 from raftkv.raft.membership import Membership
 from raftkv.raft.types import (
@@ -78,6 +78,30 @@ def change_before_committing_in_the_term(self: Raft) -> str | None:
     return "in progress" if self.log.last_config_index > self.log.committed else None
 
 
+def lease_through_handovers(self: Raft) -> bool:
+    """The lease kept while TimeoutNow makes another server campaign past the voters' lease."""
+    if not self.config.check_quorum or self.log.term_at(self.log.committed) != self.term:
+        return False
+    acked = [seq for seq in self.sent_at if self._acked_by_quorum(seq)]
+    return bool(acked) and self.ticks < self.sent_at[max(acked)] + self.config.lease_ticks
+
+
+def any_answer_will_do(self: Raft, seq: int, index: int | None) -> None:
+    """A follower takes whatever read-index answer arrives for whatever it asked."""
+    if self.asked is not None:
+        self.asked.seq = seq
+    _answer_asked(self, seq, index)
+
+
+def restarted_servers_vote_at_once(self: Raft) -> bool:
+    return (
+        self.config.check_quorum
+        and self.leader_id is not None
+        and self.election_elapsed < self.config.election_ticks
+    )
+
+
+_answer_asked = Raft._answer_asked
 _committed_index = Membership.committed_index
 
 
@@ -122,25 +146,37 @@ MUTATIONS: dict[str, Mutation] = {
         "_halves",
         lambda self: (self.voters,),
     ),
+    "a lease that outlasts the election timeout": (
+        Config,
+        "lease_ticks",
+        property(lambda self: 3 * self.election_ticks),
+    ),
+    "lease reads while handing over leadership": (Raft, "_lease_holds", lease_through_handovers),
+    "a follower takes any read-index answer": (Raft, "_answer_asked", any_answer_will_do),
+    "restarted servers vote at once": (Raft, "_in_lease", restarted_servers_vote_at_once),
 }
 
 # Runs (the scenarios, then ci_seeds() in order) each mutation needed to fail, as measured; the test allows
 # twice as many.
 SEEDS_NEEDED = {
-    "commit by counting, without the current-term rule": 21,
+    "commit by counting, without the current-term rule": 16,
     "vote without the log restriction": 1,
-    "vote twice in a term": 2,
-    "vote not persisted": 123,
-    "vote replies of older terms counted": 121,
-    "duplicate AppendEntries truncates": 2,
-    "follower commit not bounded by its match": 4,
-    "ReadIndex without a quorum round": 50,
-    "ReadIndex before the leader commits in its term": 11,
+    "vote twice in a term": 5,
+    "vote not persisted": 27,
+    "vote replies of older terms counted": 5,
+    "duplicate AppendEntries truncates": 5,
+    "follower commit not bounded by its match": 6,
+    "ReadIndex without a quorum round": 2,
+    "ReadIndex before the leader commits in its term": 10,
     "quorum of a minority": 1,
-    "two membership changes in flight at once": 25,
+    "two membership changes in flight at once": 33,
     "a membership change before the leader committed in its term": 1,
-    "a learner counted in the commit quorum": 11,
-    "a joint configuration that needs only the new majority": 2,
+    "a learner counted in the commit quorum": 7,
+    "a joint configuration that needs only the new majority": 16,
+    "a lease that outlasts the election timeout": 2,
+    "lease reads while handing over leadership": 3,
+    "a follower takes any read-index answer": 5,
+    "restarted servers vote at once": 4,
 }
 
 

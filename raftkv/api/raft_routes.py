@@ -34,7 +34,13 @@ async def one_message(api: Api) -> Response:
     return await deliver(api, [wire.parse_raft_message(body, request.path)])
 
 
-for operation_id in ("raftRequestVote", "raftAppendEntries", "raftInstallSnapshot", "raftTimeoutNow"):
+for operation_id in (
+    "raftRequestVote",
+    "raftAppendEntries",
+    "raftInstallSnapshot",
+    "raftTimeoutNow",
+    "raftReadIndex",
+):
     operations(operation_id)(one_message)
 
 

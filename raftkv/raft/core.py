@@ -48,6 +48,8 @@ from raftkv.raft.types import (
     InstallSnapshot,
     NodeId,
     PersistentState,
+    ReadIndexReply,
+    ReadIndexRequest,
     ReadState,
     Ready,
     RequestVote,
@@ -72,6 +74,12 @@ class Config:
     pre_vote: bool = True
     check_quorum: bool = True
 
+    @property
+    def lease_ticks(self) -> int:
+        """How long after a heartbeat is sent the leader may count on it for lease reads: the election
+        timeout, less the clock-drift margin (``MAX_CLOCK_DRIFT``) and one tick for the rounding."""
+        return int(self.election_ticks * (1 - MAX_CLOCK_DRIFT)) - 1
+
     def __post_init__(self) -> None:
         if not 0 < self.heartbeat_ticks < self.election_ticks:
             raise ValueError("need 0 < heartbeat_ticks < election_ticks")
@@ -82,6 +90,20 @@ def bootstrap(membership: Membership) -> PersistentState:
     ``membership`` (a snapshot at index 0, which holds no state). Every founding member starts from the same
     voters; a server that joins later starts from nothing and learns the configuration from the leader."""
     return PersistentState(snapshot=Snapshot(0, 0, membership))
+
+
+MAX_CLOCK_DRIFT = 0.1
+"""Lease reads are safe while no two servers' clocks run more than this fraction apart over an election
+timeout (a follower that heard from the leader ignores candidates for one election timeout of *its* clock;
+the leader stops trusting that after the same span of *its* clock, shortened by this much)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _RemoteRead:
+    """A read a follower asked for: answered with a ReadIndexReply rather than a ReadState."""
+
+    follower: NodeId
+    seq: int
 
 
 class MembershipChangeRefused(Exception):
@@ -128,7 +150,16 @@ class Progress:
 @dataclass(slots=True)
 class _PendingRead:
     ctx: object
-    index: int
+    index: int | None  # None: the read failed (leadership was lost before it was confirmed)
+
+
+@dataclass(slots=True)
+class _ReadRequest:
+    """The reads a follower has asked the leader about, in one ReadIndexRequest."""
+
+    seq: int
+    ctxs: list[object]
+    age: int = 0  # ticks since it was sent
 
 
 class Raft:
@@ -149,12 +180,23 @@ class Raft:
         self.votes: dict[NodeId, bool] = {}
         self.progress: dict[NodeId, Progress] = {}
         self.transfer_target: NodeId | None = None
-        self.seq = 0  # ReadIndex round, echoed by followers
+        self.seq = 0  # numbers each heartbeat round; followers echo it (ReadIndex rounds and the lease)
+        self.ticks = 0  # ticks since start: the leader's clock for the lease
+        # A restarted server may have acknowledged a leader just before it went down: it must not help elect
+        # another until that leader's lease is surely over. A fresh one (term 0) acknowledged nobody.
+        self.quiet_ticks = config.election_ticks if config.check_quorum and hs.term > 0 else 0
+        self.sent_at: dict[int, int] = {}  # seq -> the tick its heartbeat round went out (recent ones)
+        self.round_seq = 0  # the first heartbeat round that confirms the reads in pending_reads
         self.pending_reads: list[_PendingRead] = []  # the reads of the confirmation round in flight
         self.next_reads: list[object] = []  # arrived while a round was in flight: they join the next one
         self.waiting_reads: list[object] = []  # arrived before this leader committed an entry of its term
         self.read_round_requested = False
         self.replicate_requested = False
+        # Numbers this follower's ReadIndexRequests, from a base drawn anew at each start: a late answer to a
+        # request of an earlier incarnation must not pass for one to a request of this one.
+        self.read_requests = rng.getrandbits(48) << 16
+        self.asked: _ReadRequest | None = None  # a follower's request in flight to the leader
+        self.to_ask: list[object] = []  # reads that arrived meanwhile: they go in the next request
         self._messages: list[AnyMessage] = []
         self._read_states: list[ReadState] = []
         self._persisted_hs = hs
@@ -189,6 +231,11 @@ class Raft:
 
     def tick(self) -> None:
         """Advance logical time by one tick: elections for followers, heartbeats and check-quorum for leaders."""
+        self.ticks += 1
+        if self.asked is not None:
+            self.asked.age += 1
+            if self.asked.age >= self.config.election_ticks:  # lost, or the leader is gone: give up on it
+                self._answer_asked(self.asked.seq, None)
         if self.role is Role.LEADER:
             self._tick_leader()
         elif self.promotable:
@@ -220,14 +267,29 @@ class Raft:
         return self._append_membership(target)
 
     def read_index(self, ctx: object) -> None:
-        """Ask for a linearizable read point (§6.4): a ReadState for ``ctx`` appears in a later Ready once a
-        quorum has confirmed this node is still the leader."""
+        """Ask for a linearizable read point (thesis §6.4): a ReadState for ``ctx`` appears in a later Ready
+        once a quorum has confirmed the leader's leadership. On a follower (§6.4.1) the leader is asked, one
+        request at a time for all the reads waiting here; the read may then be served here once applied."""
+        if self.role is Role.LEADER:
+            self._read_on_leader(ctx)
+        elif self.role is Role.FOLLOWER and self.leader_id is not None:
+            self.to_ask.append(ctx)
+            if self.asked is None:
+                self._ask_leader()
+        else:
+            raise NotLeader(self.leader_id)
+
+    def lease_read_index(self, ctx: object) -> None:
+        """Like ``read_index`` on the leader, without a round of messages while the leader lease holds: a
+        quorum acknowledged a heartbeat sent less than ``lease_ticks`` ago, so none of them will elect anyone
+        else before the lease ends (they ignore candidates for an election timeout after hearing from us).
+        Only with check-quorum, and never while handing over leadership; otherwise a round, as ReadIndex."""
         if self.role is not Role.LEADER:
             raise NotLeader(self.leader_id)
-        if self.log.term_at(self.log.committed) != self.term:
-            self.waiting_reads.append(ctx)  # commit index may be stale until our no-op commits
-            return
-        self._queue_read(ctx)
+        if self._lease_holds():
+            self._read_states.append(ReadState(ctx, self.log.committed))
+        else:
+            self._read_on_leader(ctx)
 
     def transfer_leadership(self, target: NodeId) -> None:
         """Hand leadership to ``target`` once its log is caught up (proposals pause meanwhile)."""
@@ -319,6 +381,11 @@ class Raft:
             self._handle_append_reply(m)
         elif isinstance(m, InstallSnapshot):
             self._handle_snapshot(m)
+        elif isinstance(m, ReadIndexRequest):
+            if self.role is Role.LEADER:
+                self._read_on_leader(_RemoteRead(m.src, m.seq))
+        elif isinstance(m, ReadIndexReply):
+            self._answer_asked(m.seq, m.index)
         elif isinstance(m, TimeoutNow) and self.role is not Role.LEADER:
             self._start_election(transfer=True)  # ignored by a learner, which cannot campaign
 
@@ -593,11 +660,13 @@ class Raft:
         self.election_elapsed = 0
 
     def _in_lease(self) -> bool:
-        return (
-            self.config.check_quorum
-            and self.leader_id is not None
-            and self.election_elapsed < self.config.election_ticks
-        )
+        """Whether to ignore a candidate for the sake of a leader (§4.2.3, and what the leader lease relies
+        on): one heard from in the last election timeout -- or, in the first election timeout after a
+        restart, whichever leader we may have acknowledged just before it (we cannot know, so we assume one)."""
+        if not self.config.check_quorum:
+            return False
+        heard_lately = self.leader_id is not None and self.election_elapsed < self.config.election_ticks
+        return heard_lately or self.ticks < self.quiet_ticks
 
     def _reset_election_timer(self) -> None:
         self.election_elapsed = 0
@@ -729,7 +798,14 @@ class Raft:
 
     def _broadcast_heartbeat(self) -> None:
         """An empty AppendEntries anchored at each follower's known match point: it always passes the
-        consistency check, so it never disturbs pipelined batches, and carries the commit index and ``seq``."""
+        consistency check, so it never disturbs pipelined batches, and carries the commit index and a new
+        ``seq``, whose acknowledgements confirm read rounds and the lease."""
+        self.seq += 1
+        self.sent_at[self.seq] = self.ticks
+        for old in [
+            seq for seq, tick in self.sent_at.items() if tick + self.config.lease_ticks <= self.ticks
+        ]:
+            del self.sent_at[old]  # too old to hold a lease up
         for peer, pr in self.progress.items():
             anchor = pr.match if self.log.term_at(pr.match) is not None else 0  # index 0 matches every log
             self._send_entries(peer, anchor, (), min(pr.match, self.log.committed))
@@ -752,18 +828,26 @@ class Raft:
 
     # --- linearizable reads (ReadIndex) ----------------------------------------------------------------
 
+    def _read_on_leader(self, ctx: object) -> None:
+        if self.log.term_at(self.log.committed) != self.term:
+            self.waiting_reads.append(ctx)  # commit index may be stale until our no-op commits
+            return
+        self._queue_read(ctx)
+
     def _queue_read(self, ctx: object) -> None:
         if self.membership.has_quorum([self.id]):  # a cluster of one confirms itself
-            self._read_states.append(ReadState(ctx, self.log.committed))
+            self._release([_PendingRead(ctx, self.log.committed)])
             return
         self.next_reads.append(ctx)
         if not self.pending_reads:
             self._start_read_round()
 
     def _start_read_round(self) -> None:
-        """Confirm leadership for every queued read with one heartbeat per peer. One round at a time: reads
+        """Confirm leadership for every queued read with the next heartbeat round. One round at a time: reads
         that arrive meanwhile share the next round, so a burst of reads costs a round, not a round each."""
-        self.seq += 1
+        self.round_seq = (
+            self.seq + 1
+        )  # acknowledgements of that round (or later) were sent after these reads came
         self.pending_reads = [_PendingRead(ctx, self.log.committed) for ctx in self.next_reads]
         self.next_reads = []
         self.read_round_requested = True
@@ -771,19 +855,66 @@ class Raft:
     def _release_reads(self) -> None:
         if not self.pending_reads:
             return
-        acks = [self.id, *(peer for peer, pr in self.progress.items() if pr.acked_seq >= self.seq)]
+        acks = [self.id, *(peer for peer, pr in self.progress.items() if pr.acked_seq >= self.round_seq)]
         if not self.membership.has_quorum(acks):
             return
-        self._read_states.extend(ReadState(read.ctx, read.index) for read in self.pending_reads)
-        self.pending_reads = []
+        reads, self.pending_reads = self.pending_reads, []
+        self._release(reads)
         if self.next_reads:
             self._start_read_round()
 
+    def _release(self, reads: list[_PendingRead]) -> None:
+        """Hand confirmed reads out: ReadStates for our own, ReadIndexReplies for the followers'."""
+        for read in reads:
+            if isinstance(read.ctx, _RemoteRead):
+                self._send(ReadIndexReply(self.term, self.id, read.ctx.follower, read.ctx.seq, read.index))
+            else:
+                self._read_states.append(ReadState(read.ctx, read.index))
+
+    def _lease_holds(self) -> bool:
+        """A quorum acknowledged a heartbeat round sent less than ``lease_ticks`` ago (see lease_read_index)."""
+        if not self.config.check_quorum or self.transfer_target is not None:
+            return False
+        if self.log.term_at(self.log.committed) != self.term:
+            return False
+        acked = [seq for seq in self.sent_at if self._acked_by_quorum(seq)]
+        return bool(acked) and self.ticks < self.sent_at[max(acked)] + self.config.lease_ticks
+
+    def _acked_by_quorum(self, seq: int) -> bool:
+        return self.membership.has_quorum(
+            [self.id, *(p for p, pr in self.progress.items() if pr.acked_seq >= seq)]
+        )
+
     def _fail_reads(self) -> None:
         unconfirmed = [read.ctx for read in self.pending_reads] + self.next_reads + self.waiting_reads
-        self._read_states.extend(ReadState(ctx, None) for ctx in unconfirmed)
+        self._release([_PendingRead(ctx, None) for ctx in unconfirmed])
         self.pending_reads, self.next_reads, self.waiting_reads = [], [], []
         self.read_round_requested = False
+        self._fail_asked()
+
+    # --- reads asked of a follower (thesis §6.4.1) -------------------------------------------------------
+
+    def _ask_leader(self) -> None:
+        assert self.leader_id is not None
+        self.read_requests += 1
+        self.asked = _ReadRequest(self.read_requests, self.to_ask)
+        self.to_ask = []
+        self._send(ReadIndexRequest(self.term, self.id, self.leader_id, self.read_requests))
+
+    def _answer_asked(self, seq: int, index: int | None) -> None:
+        """The leader's answer to our request ``seq`` (None: it could not confirm, or we gave up waiting)."""
+        if self.asked is None or self.asked.seq != seq:
+            return  # a late answer to an earlier request
+        self._read_states.extend(ReadState(ctx, index) for ctx in self.asked.ctxs)
+        self.asked = None
+        if self.to_ask and self.role is Role.FOLLOWER and self.leader_id is not None:
+            self._ask_leader()
+
+    def _fail_asked(self) -> None:
+        """Our leader may have changed: what we asked, and what waits to be asked, fail (the client retries)."""
+        waiting = ([] if self.asked is None else self.asked.ctxs) + self.to_ask
+        self._read_states.extend(ReadState(ctx, None) for ctx in waiting)
+        self.asked, self.to_ask = None, []
 
     def _send(self, m: AnyMessage) -> None:
         self._messages.append(m)

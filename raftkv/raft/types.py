@@ -140,8 +140,31 @@ class TimeoutNow(Message):
     """Sent by a leader handing over leadership: the receiver starts an election at once."""
 
 
+@dataclass(frozen=True, slots=True)
+class ReadIndexRequest(Message):
+    """A follower asks the leader for a read index, for every read waiting on it (thesis §6.4.1); ``seq``
+    names the request, so that a late answer to an earlier one is not taken for this one's."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadIndexReply(Message):
+    """The leader's answer: ``index`` once a quorum has confirmed its leadership, None if it could not."""
+
+    seq: int
+    index: int | None
+
+
 AnyMessage = (
-    RequestVote | RequestVoteReply | AppendEntries | AppendEntriesReply | InstallSnapshot | TimeoutNow
+    RequestVote
+    | RequestVoteReply
+    | AppendEntries
+    | AppendEntriesReply
+    | InstallSnapshot
+    | TimeoutNow
+    | ReadIndexRequest
+    | ReadIndexReply
 )
 
 

@@ -237,6 +237,10 @@ class SafetyChecker:
     def on_read_requested(self, ctx: object) -> None:
         self.read_floors[ctx] = self.max_committed
 
+    def forget_read(self, ctx: object) -> None:
+        """A read the node refused at once (it cannot serve reads now): it will never be answered."""
+        del self.read_floors[ctx]
+
     def on_read_state(self, node: NodeId, state: ReadState) -> None:
         floor = self.read_floors.pop(state.ctx)
         if state.index is not None and state.index < floor:

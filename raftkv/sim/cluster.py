@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from raftkv.raft.core import Config, Raft
+from raftkv.raft.core import Config, NotLeader, Raft
 from raftkv.raft.membership import Membership
 from raftkv.raft.types import AnyMessage, InstallSnapshot, NodeId, RequestVote, RequestVoteReply, Role
 from raftkv.sim.checker import SafetyChecker
@@ -112,10 +112,15 @@ class Cluster:
                 self.deliver(message)
         raise AssertionError("messages kept flowing: the cluster does not settle")
 
-    def read(self, node_id: NodeId, ctx: object) -> None:
-        """Ask ``node_id`` for a ReadIndex; the checker holds its answer to linearizability."""
+    def read(self, node_id: NodeId, ctx: object, *, lease: bool = False) -> None:
+        """Ask ``node_id`` for a read index (``lease``: a lease read, on a leader); the checker holds its
+        answer to linearizability. Raises NotLeader where the node cannot serve it."""
         self.checker.on_read_requested(ctx)
-        self.act(node_id, lambda raft: raft.read_index(ctx))
+        try:
+            self.act(node_id, lambda raft: raft.lease_read_index(ctx) if lease else raft.read_index(ctx))
+        except NotLeader:
+            self.checker.forget_read(ctx)
+            raise
 
     def crash(self, node_id: NodeId) -> None:
         self.nodes[node_id].crash()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from raftkv.raft.core import MembershipChangeRefused
 from raftkv.raft.membership import Membership
-from raftkv.raft.types import Role
+from raftkv.raft.types import AnyMessage, Role, TimeoutNow
 from raftkv.sim.cluster import Cluster, address
 from raftkv.sim.simulation import SimFailure
 
@@ -57,8 +57,85 @@ def a_change_before_the_first_commit_of_a_term() -> None:
         raise AssertionError("n1 won an election it can only win by breaking safety")
 
 
+def _between(*nodes: str) -> Callable[[AnyMessage], bool]:
+    return lambda m: m.src in nodes and m.dst in nodes
+
+
+def _commit_a_write(cluster: Cluster, leader: str, among: tuple[str, ...]) -> None:
+    cluster.act(leader, lambda raft: raft.propose(b"written by the new leader"))
+    cluster.settle(leader, among=among)
+
+
+def _stale_lease_read(cluster: Cluster, old_leader: str) -> None:
+    """Ask the old leader for a lease read; the checker fails it if it answers with what is now stale."""
+    if cluster.raft(old_leader).role is Role.LEADER:
+        cluster.read(old_leader, "lease read on the old leader", lease=True)
+
+
+def a_lease_that_outlasts_an_election() -> None:
+    """The leader n1 is cut off from n2 and n3, which elect n2 and commit a write. n1 has heard nothing since
+    before their election timeouts ran out, so its lease (shorter than an election timeout) is over: a lease
+    read must not be answered from its state, now stale."""
+    cluster = Cluster(3)
+    cluster.elect("n1")
+    cluster.settle("n1")
+    inside = _between("n2", "n3")
+    for _ in range(8 * cluster.raft("n1").config.election_ticks):
+        for node_id in cluster.ids:
+            cluster.tick(node_id)
+        cluster.deliver_all(inside)
+        cluster.take()
+        new = next((raft for raft in map(cluster.raft, ("n2", "n3")) if raft.role is Role.LEADER), None)
+        if new is not None:
+            _commit_a_write(cluster, new.id, among=("n2", "n3"))
+            _stale_lease_read(cluster, "n1")
+            return
+    raise AssertionError("n2 and n3 elected no leader")
+
+
+def a_lease_kept_through_a_handover() -> None:
+    """n1 hands leadership to n2 (TimeoutNow, which lets n2 campaign past the voters' lease); n2 wins with n3
+    and commits a write before n1 hears of it. n1's lease ended with the handover."""
+    cluster = Cluster(3)
+    cluster.elect("n1")
+    cluster.settle("n1")
+    cluster.act("n1", lambda raft: raft.transfer_leadership("n2"))
+    cluster.deliver_all(lambda m: isinstance(m, TimeoutNow))
+    cluster.deliver_all(_between("n2", "n3"))
+    cluster.take()
+    if cluster.raft("n2").role is not Role.LEADER:
+        raise AssertionError("n2 did not take over")
+    _commit_a_write(cluster, "n2", among=("n2", "n3"))
+    _stale_lease_read(cluster, "n1")
+
+
+def a_restarted_voter_helps_elect_within_a_lease() -> None:
+    """n1 leads with a lease that rests on n3's acknowledgement; n3 restarts at once, and n2, which has not heard
+    from n1 for an election timeout, asks n3 for its vote. A restarted server cannot know whom it last
+    acknowledged, so it helps elect nobody for one election timeout; otherwise n2 wins and commits while n1's
+    lease still holds."""
+    cluster = Cluster(3)
+    cluster.elect("n1")
+    cluster.settle("n1")
+    cluster.lease_over("n2")  # n2 stops hearing from n1 ...
+    cluster.tick("n1", cluster.raft("n1").config.heartbeat_ticks)
+    cluster.deliver_all(_between("n1", "n3"))  # ... while n3 acknowledges it: the lease rests on n3
+    cluster.take()
+    cluster.crash("n3")
+    cluster.restart("n3")
+    if cluster.campaign("n2", voters=("n2", "n3")).role is Role.LEADER:
+        _commit_a_write(cluster, "n2", among=("n2", "n3"))
+        _stale_lease_read(cluster, "n1")
+
+
 SCENARIOS: dict[str, Callable[[], None]] = {
-    scenario.__name__: scenario for scenario in (a_change_before_the_first_commit_of_a_term,)
+    scenario.__name__: scenario
+    for scenario in (
+        a_change_before_the_first_commit_of_a_term,
+        a_lease_that_outlasts_an_election,
+        a_lease_kept_through_a_handover,
+        a_restarted_voter_helps_elect_within_a_lease,
+    )
 }
 
 

@@ -17,6 +17,7 @@ with ``python -m raftkv.sim --seed N --nodes K``. A run has two phases:
 
 from __future__ import annotations
 
+import contextlib
 import random
 import traceback
 from collections.abc import Callable
@@ -48,6 +49,8 @@ class SimReport:
     partitions: int = 0
     snapshots_sent: int = 0
     reads: int = 0
+    lease_reads: int = 0
+    follower_reads: int = 0
     transfers: int = 0
     membership_changes: int = 0
     recovery_ticks: int = 0
@@ -71,6 +74,8 @@ class _Rates:
     read: float
     transfer: float
     compact: float
+    lease_read: float
+    follower_read: float
     membership: float
     eager_membership: float  # instead, while the leader has not committed in its term (the refused case)
     crash_after_change: float  # the leader crashes right after appending a configuration
@@ -103,6 +108,8 @@ class Simulation(Cluster):
             read=rng.uniform(0, 0.2),
             transfer=rng.uniform(0, 0.02),
             compact=rng.uniform(0, 0.03),
+            lease_read=rng.uniform(0, 0.2),
+            follower_read=rng.uniform(0, 0.2),
             membership=rng.uniform(0, 0.06),
             eager_membership=rng.uniform(0.2, 1.0),
             crash_after_change=rng.uniform(0, 0.5),
@@ -246,6 +253,14 @@ class Simulation(Cluster):
         if rng.random() < rates.read:
             self.report.reads += 1
             self.read(node_id, f"read-{self._command().decode()}")
+        if rng.random() < rates.lease_read:
+            self.report.lease_reads += 1
+            self.read(node_id, f"lease-read-{self._command().decode()}", lease=True)
+        followers = [raft.id for raft in self.live_rafts() if raft.role is Role.FOLLOWER and raft.leader_id]
+        if followers and rng.random() < rates.follower_read:
+            self.report.follower_reads += 1
+            with contextlib.suppress(NotLeader):
+                self.read(rng.choice(followers), f"follower-read-{self._command().decode()}")
         if rng.random() < rates.transfer:
             voters = [i for i in self.ids if i != node_id and self.raft(node_id).membership.is_voter(i)]
             if voters:
