@@ -247,11 +247,17 @@ class RaftNode(Generic[M]):
             new = await self.transfer_leadership()
             log.info("handed leadership to %s before stopping", new)
 
-    async def read_barrier(self) -> None:
-        """Return once a read of the local store is linearizable (ReadIndex, §6.4 of the Raft thesis)."""
+    async def read_barrier(self, *, lease: bool = False) -> None:
+        """Return once a read of the local state is linearizable: ReadIndex (thesis §6.4) on the leader, or
+        asked of the leader by a follower (§6.4.1), then applied here up to that index. ``lease``: on the
+        leader, without a round of messages while its lease holds. Raises NotLeader (no leader known; or a
+        lease read asked of a follower) or Unavailable."""
         waiter = _Waiter()
         with self._invariant("asking for a read index"):
-            self.core.read_index(waiter)
+            if lease:
+                self.core.lease_read_index(waiter)
+            else:
+                self.core.read_index(waiter)
         self._wake()
         await self._wait(waiter, "no quorum confirmed the leadership in time")
 

@@ -51,7 +51,7 @@ def arm_power_loss() -> None:
 
 
 def break_reads() -> None:
-    async def no_barrier(self: RaftNode[Any]) -> None:
+    async def no_barrier(self: RaftNode[Any], *, lease: bool = False) -> None:
         return None
 
     RaftNode.read_barrier = no_barrier  # type: ignore[method-assign]

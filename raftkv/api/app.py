@@ -23,7 +23,7 @@ from raftkv.api.asgi import ShieldLastSend
 from raftkv.api.binding import bind
 from raftkv.api.context import Api
 from raftkv.api.errors import error_response, install_error_handlers
-from raftkv.api.router import LeaderRouter
+from raftkv.api.router import REVISION_HEADER, TERM_HEADER, LeaderRouter
 from raftkv.node import RaftNode
 
 DRAINING: Final = "RAFTKV_DRAINING"  # app.config flag set when the node starts shutting down
@@ -77,6 +77,9 @@ def create_app(node: RaftNode[kv.KVStore]) -> QuartTrio:
         stalls the next request on a connection whose body was not consumed), and once shutdown began,
         close each connection after its answer (peers keep theirs busy with heartbeats, and the server would
         otherwise wait for them until its graceful timeout)."""
+        if not request.path.startswith(("/raft/", "/docs", "/openapi")):  # as etcd's response header does
+            response.headers.setdefault(REVISION_HEADER, str(node.machine.revision))
+            response.headers.setdefault(TERM_HEADER, str(node.core.term))
         if response.status_code in (408, 413):  # the body is too slow or too large: do not wait for it
             response.headers["Connection"] = "close"
             return response

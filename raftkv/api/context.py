@@ -17,8 +17,8 @@ from quart import request
 from raftkv import kv
 from raftkv.api.errors import Answer, error_response
 from raftkv.api.models import ReadQuery
-from raftkv.api.router import LeaderRouter
-from raftkv.node import RaftNode
+from raftkv.api.router import LeaderRouter, unavailable
+from raftkv.node import NotLeader, RaftNode, Unavailable
 
 Q = TypeVar("Q", bound=BaseModel)
 T = TypeVar("T")
@@ -39,15 +39,29 @@ class Api:
         return model.model_validate(request.args.to_dict())
 
     async def read(self, query: ReadQuery, read: Callable[[kv.KVStore], T]) -> T:
-        """``read`` the local store: at once for a stale read, else after a ReadIndex barrier on the leader."""
+        """``read`` the local store, at the consistency asked for:
+
+        - ``stale``: at once, on whichever node answers;
+        - ``linearizable``: after a read barrier -- on the leader, or on a follower that asks the leader for a
+          read index and waits to have applied it (so read load spreads over the members); with
+          ``?redirect=true`` a follower redirects to the leader instead;
+        - ``lease``: on the leader, from its lease (a follower forwards or redirects it there).
+        """
         if query.consistency == "stale":
             return read(self.store)
 
-        async def linearizable() -> T:
-            await self.node.read_barrier()
+        async def barrier_then_read() -> T:
+            await self.node.read_barrier(lease=query.consistency == "lease")
             return read(self.store)
 
-        return await self.router.on_leader(query.redirect, linearizable)
+        if query.consistency == "linearizable" and not query.redirect and not self.node.is_leader:
+            try:
+                return await barrier_then_read()
+            except NotLeader:
+                raise unavailable("no leader is known at the moment") from None
+            except Unavailable as e:
+                raise unavailable(str(e)) from None
+        return await self.router.on_leader(query.redirect, barrier_then_read)
 
     async def write(self, redirect: bool, command: kv.Command) -> kv.WriteResult:
         """Replicate ``command`` through the leader and return its outcome (InvalidCommand becomes a 400)."""

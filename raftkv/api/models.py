@@ -66,7 +66,7 @@ def _query_boolean(raw: object) -> object:
 
 
 QueryBool = Annotated[bool, BeforeValidator(_query_boolean)]
-Consistency = Literal["linearizable", "stale"]
+Consistency = Literal["linearizable", "lease", "stale"]
 
 
 class ReadQuery(BaseModel):

@@ -20,7 +20,17 @@ from raftkv.node import NotLeader, RaftNode, Unavailable
 
 FORWARDED_HEADER: Final = "X-Raft-Forwarded"
 LEADER_HEADER: Final = "X-Raft-Leader"
-RELAYED_HEADERS: Final = ("Content-Type", "Location", "Retry-After", "Allow", "Idempotent-Replayed")
+REVISION_HEADER: Final = "X-Raft-Revision"
+TERM_HEADER: Final = "X-Raft-Term"
+RELAYED_HEADERS: Final = (
+    "Content-Type",
+    "Location",
+    "Retry-After",
+    "Allow",
+    "Idempotent-Replayed",
+    REVISION_HEADER,
+    TERM_HEADER,
+)
 FORWARDED_REQUEST_HEADERS: Final = ("Content-Type", "Authorization", "Idempotency-Key")
 
 FORWARD_CONNECTIONS: Final = 64
