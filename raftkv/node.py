@@ -312,7 +312,7 @@ class RaftNode(Generic[M]):
             "last_log_index": self.core.log.last_index,
             "snapshot_index": self.core.log.snapshot_index,
             "members": self.members(),
-            "insecure": self.config.cluster_token is None,
+            "insecure": self.config.insecure and self.config.cluster_token is None,
         }
 
     async def changed(self) -> None:
@@ -455,15 +455,15 @@ class RaftNode(Generic[M]):
 
     async def _restore(self, snapshot: Snapshot) -> None:
         """Rebuild the machine from a snapshot in a worker thread (a large one takes seconds), then swap it in:
-        readers keep seeing the old state until the new one is whole."""
+        readers keep seeing the old state until the new one is whole. The storage is locked only to open the
+        data: the driver must go on saving and answering meanwhile, or a leader that has just promoted this
+        node would miss its quorum for the length of the restore. (An open file stays readable even if a
+        newer snapshot replaces it.)"""
         machine = self.new_machine()
-
-        def restore() -> None:
-            with self.storage.open_snapshot(snapshot) as data:
-                machine.restore(data)
-
         async with self._storage_lock:
-            await self._run_blocking(restore)
+            data: BinaryIO = await self._run_blocking(self.storage.open_snapshot, snapshot)
+        with data:
+            await self._run_blocking(machine.restore, data)
         self.machine = machine
         log.info("restored the state machine from the snapshot at index %d", snapshot.index)
 

@@ -41,7 +41,7 @@ async def serve(config: NodeConfig) -> None:
             app = create_app(node)
             nursery.start_soon(_watch_signals, stop, app, node)
             await nursery.start(node.run)
-            if config.cluster_token is None:
+            if config.insecure and config.cluster_token is None:
                 log.warning(
                     "running without a cluster token (--insecure): anyone who reaches %s can send Raft "
                     "messages and rewrite the data",

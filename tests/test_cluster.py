@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -54,6 +55,14 @@ async def test_seed_curl_flow_on_every_node(cluster: LocalCluster, http: httpx.A
         assert answer.json() == {"value": f"test{i}"}
         for other in cluster.nodes:  # linearizable reads: every node sees the write at once
             assert (await http.get(cluster.client_url(other) + "/")).json() == {"value": f"test{i}"}
+
+
+async def test_keys_may_hold_slashes_spaces_and_any_unicode(cluster: LocalCluster, http: httpx.AsyncClient) -> None:
+    url = cluster.client_url(cluster.nodes[0])
+    for key in ["a/b", "a/b/", "/lead", "two words", "é/\U0001f600"]:
+        assert (await put(http, url, quote(key, safe="/"), key)).status_code == 200, key
+        answer = await http.get(f"{url}/kv/{quote(key, safe='/')}")
+        assert answer.status_code == 200 and answer.json()["value"] == key, (key, answer.text)
 
 
 async def test_follower_forwards_or_redirects_writes(cluster: LocalCluster, http: httpx.AsyncClient) -> None:

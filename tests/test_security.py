@@ -95,7 +95,7 @@ async def test_a_node_without_a_token_takes_no_raft_messages_unless_insecure() -
     status, _ = await post_raft(create_app(insecure), FORGED, {"Content-Type": "application/json"})
     assert status == 202
     assert insecure.core.term == 99  # what --insecure means: anyone can do this
-    assert insecure.status()["insecure"] is True and closed.status()["insecure"] is True
+    assert insecure.status()["insecure"] is True and closed.status()["insecure"] is False
 
 
 async def test_the_client_token_guards_the_client_api_but_not_health_or_docs() -> None:

@@ -119,3 +119,4 @@ class KeyConverter(PathConverter):
     newline); parse_key then enforces the spec's limits with a clear 400."""
 
     regex = r"[\s\S]+"
+    part_isolating = False  # werkzeug infers "one path segment" from a regex without a literal "/"
