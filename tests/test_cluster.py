@@ -57,7 +57,9 @@ async def test_seed_curl_flow_on_every_node(cluster: LocalCluster, http: httpx.A
             assert (await http.get(cluster.client_url(other) + "/")).json() == {"value": f"test{i}"}
 
 
-async def test_keys_may_hold_slashes_spaces_and_any_unicode(cluster: LocalCluster, http: httpx.AsyncClient) -> None:
+async def test_keys_may_hold_slashes_spaces_and_any_unicode(
+    cluster: LocalCluster, http: httpx.AsyncClient
+) -> None:
     url = cluster.client_url(cluster.nodes[0])
     for key in ["a/b", "a/b/", "/lead", "two words", "é/\U0001f600"]:
         assert (await put(http, url, quote(key, safe="/"), key)).status_code == 200, key
