@@ -31,8 +31,18 @@ from raftkv.config import NodeConfig
 from raftkv.machine import StateMachine
 from raftkv.raft.core import Config, MembershipChangeRefused, NotLeader, Raft, bootstrap
 from raftkv.raft.membership import Membership
-from raftkv.raft.types import AnyMessage, Entry, InstallSnapshot, NodeId, ReadState, Role, Snapshot
+from raftkv.raft.types import (
+    AnyMessage,
+    AppendEntriesReply,
+    Entry,
+    InstallSnapshot,
+    NodeId,
+    ReadState,
+    Role,
+    Snapshot,
+)
 from raftkv.storage import Storage
+from raftkv.trace import StageClock
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +151,7 @@ class RaftNode(Generic[M]):
         self._failed = trio.Event()
         self._storage_lock = trio.Lock()
         self._proposals: dict[int, _Waiter] = {}
+        self._traced: dict[int, StageClock] = {}  # proposals whose client asked for X-Raft-Trace, by index
         self._reads: list[tuple[int, _Waiter]] = []  # waiting for the apply loop to reach an index
         self._apply_send, self._apply_recv = trio.open_memory_channel[_ApplyWork](APPLY_BACKLOG)
 
@@ -188,17 +199,27 @@ class RaftNode(Generic[M]):
             if isinstance(message, InstallSnapshot) and self.storage.snapshot_data(message.snapshot) is None:
                 log.warning("dropped a snapshot from %s whose data has not arrived", message.src)
                 continue
+            if self._traced and isinstance(message, AppendEntriesReply) and message.success:
+                self._mark_traced("acked", message.match_index)
             with self._invariant(f"stepping {message!r:.500}"):
                 self.core.step(message)
         self._wake()
 
-    async def write(self, command: bytes) -> object:
-        """Replicate an encoded command and return the state machine's outcome once applied here.
+    async def write(self, command: bytes, trace: StageClock | None = None) -> object:
+        """Replicate an encoded command and return the state machine's outcome once applied here; ``trace``
+        is marked at each stage the entry passes (see ``raftkv.trace``).
 
         Raises NotLeader or Unavailable."""
         with self._invariant(f"proposing {command!r:.200}"):
             index, term = self.core.propose(command)
-        return await self._applied(index, term, "the write was not committed in time (it may still be)")
+        if trace is None:
+            return await self._applied(index, term, "the write was not committed in time (it may still be)")
+        trace.mark("proposed")
+        self._traced[index] = trace
+        try:
+            return await self._applied(index, term, "the write was not committed in time (it may still be)")
+        finally:
+            del self._traced[index]
 
     async def change_membership(self, target: Membership) -> Membership:
         """Make ``target`` the configuration, returning once it is committed -- for a joint configuration,
@@ -410,6 +431,8 @@ class RaftNode(Generic[M]):
                             f"hard state {ready.hard_state}, snapshot {ready.snapshot}"
                         )
                         raise
+                if self._traced and ready.entries:
+                    self._mark_traced("persisted", ready.entries[-1].index)
             if (self.core.membership, self.core.leader_id) != self._routed:
                 if self.core.membership != self._routed[0]:
                     self._known.update(self.core.membership.addresses)
@@ -418,6 +441,11 @@ class RaftNode(Generic[M]):
                 self.transport.set_routes(self._routes())
             for message in ready.messages:
                 self.transport.send(message)
+            if self._traced:
+                if ready.entries and ready.messages:
+                    self._mark_traced("sent", ready.entries[-1].index)
+                if ready.committed:
+                    self._mark_traced("committed", ready.committed[-1].index)
             if ready.snapshot or ready.committed or ready.read_states:
                 await self._apply_send.send(_ApplyWork(ready.snapshot, ready.committed, ready.read_states))
 
@@ -427,6 +455,8 @@ class RaftNode(Generic[M]):
                 await self._restore(work.snapshot)
                 self._fail_proposals_up_to(work.snapshot.index)
             self._apply_entries(work.entries)
+            if self._traced and work.entries:
+                self._mark_traced("applied", work.entries[-1].index)
             self._confirm_reads(work.read_states)
             self._release_reads()
             await self._maybe_snapshot()
@@ -530,6 +560,12 @@ class RaftNode(Generic[M]):
 
     def _wake(self) -> None:
         self._wakeup.set()
+
+    def _mark_traced(self, stage: str, up_to: int) -> None:
+        """The traced proposals up to index ``up_to`` reached ``stage``."""
+        for index, trace in self._traced.items():
+            if index <= up_to:
+                trace.mark(stage)
 
     def _peer_unreachable(self, peer: str) -> None:
         self.core.report_unreachable(peer)

@@ -72,9 +72,12 @@ async def test_follower_forwards_or_redirects_writes(cluster: LocalCluster, http
     follower = next(n for n in cluster.nodes if n != leader)
     url = cluster.client_url(follower)
 
-    forwarded = await put(http, url, "color", "blue")
+    forwarded = await http.put(f"{url}/kv/color", json={"value": "blue"}, headers={"X-Raft-Trace": "1"})
     assert forwarded.status_code == 200 and forwarded.json()["value"] == "blue"
     assert forwarded.headers["X-Raft-Leader"].split()[0] == leader
+    stages = dict(item.split("=") for item in forwarded.headers["X-Raft-Trace"].split(","))
+    assert {"forwarded", "leader.committed", "answered"} <= stages.keys()  # the leader's stages, relayed
+    assert float(stages["forwarded"]) <= float(stages["leader.committed"]) <= float(stages["answered"])
 
     redirected = await http.put(f"{url}/kv/color?redirect=true", json={"value": "red"})
     assert redirected.status_code == 307

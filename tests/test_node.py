@@ -19,11 +19,13 @@ import trio
 import trio.testing
 
 from raftkv import kv
+from raftkv.api.app import create_app
 from raftkv.config import NodeConfig
 from raftkv.machine import SnapshotWriter, StateMachine
 from raftkv.node import NotLeader, RaftNode, Unavailable
 from raftkv.raft.types import AnyMessage, AppendEntries, Entry, HardState, InstallSnapshot, Snapshot
 from raftkv.storage import MemoryStorage
+from raftkv.trace import TRACE_HEADER, StageClock
 
 IDS = ("n1", "n2", "n3")
 T = TypeVar("T")
@@ -268,6 +270,27 @@ async def test_concurrent_writes_share_one_append_fsync_and_round(
         appends = [m for m in net.sent[sent_before:] if isinstance(m, AppendEntries) and m.entries]
         assert sum(saves) == 20 and len(saves) <= 2  # group commit: one fsync for the lot
         assert len(appends) <= 2 * len(saves) * (len(IDS) - 1)
+
+
+async def test_a_traced_write_passes_every_stage_in_order(autojump_clock: trio.testing.MockClock) -> None:
+    async with cluster() as net:
+        leader = await wait_for_leader(net)
+        trace = StageClock()
+        await leader.write(put("k", 1), trace)
+        stages = ["received", "proposed", "persisted", "sent", "acked", "committed", "applied"]
+        assert list(trace.stages) == stages
+        assert sorted(trace.stages.values()) == list(trace.stages.values())
+        assert not leader._traced  # nothing is kept once the write is answered
+
+        response = (
+            await create_app(leader)
+            .test_client()
+            .put("/kv/k", json={"value": 2}, headers={TRACE_HEADER: "1"})
+        )
+        pairs = [item.split("=") for item in response.headers[TRACE_HEADER].split(",")]
+        assert [name for name, _ in pairs] == [*stages, "answered"]
+        untraced = await create_app(leader).test_client().put("/kv/k", json={"value": 3})
+        assert TRACE_HEADER not in untraced.headers
 
 
 async def test_shutdown_leaves_no_task_behind(autojump_clock: trio.testing.MockClock) -> None:

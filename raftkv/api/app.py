@@ -12,7 +12,7 @@ import contextlib
 import hmac
 from typing import Final
 
-from quart import Response, request
+from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 from werkzeug.routing import PathConverter
@@ -25,6 +25,7 @@ from raftkv.api.context import Api
 from raftkv.api.errors import error_response, install_error_handlers
 from raftkv.api.router import REVISION_HEADER, TERM_HEADER, LeaderRouter
 from raftkv.node import RaftNode
+from raftkv.trace import TRACE_HEADER, StageClock
 
 DRAINING: Final = "RAFTKV_DRAINING"  # app.config flag set when the node starts shutting down
 
@@ -70,6 +71,8 @@ def create_app(node: RaftNode[kv.KVStore]) -> QuartTrio:
         request.max_content_length = (
             RAFT_BODY_LIMIT if request.path.startswith("/raft/") else config.max_request_bytes
         )
+        if TRACE_HEADER in request.headers:
+            g.trace = StageClock()
 
     @app.after_request
     async def finish_connection(response: Response) -> Response:
@@ -80,6 +83,9 @@ def create_app(node: RaftNode[kv.KVStore]) -> QuartTrio:
         if not request.path.startswith(("/raft/", "/docs", "/openapi")):  # as etcd's response header does
             response.headers.setdefault(REVISION_HEADER, str(node.machine.revision))
             response.headers.setdefault(TERM_HEADER, str(node.core.term))
+        if (trace := g.get("trace")) is not None:
+            trace.mark("answered")
+            response.headers[TRACE_HEADER] = trace.header()
         if response.status_code in (408, 413):  # the body is too slow or too large: do not wait for it
             response.headers["Connection"] = "close"
             return response

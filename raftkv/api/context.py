@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from pydantic import BaseModel
-from quart import request
+from quart import g, request
 
 from raftkv import kv
 from raftkv.api.errors import Answer, error_response
@@ -72,7 +72,7 @@ class Api:
             data = kv.encode_command(command)
         except kv.CommandEncodeError as e:
             raise Answer(error_response(400, str(e))) from None
-        result = await self.router.on_leader(redirect, lambda: self.node.write(data))
+        result = await self.router.on_leader(redirect, lambda: self.node.write(data, g.get("trace")))
         if isinstance(result, kv.InvalidCommand):
             raise Answer(error_response(400, f"invalid command: {result.reason}"))
         assert isinstance(result, kv.WriteResult), result

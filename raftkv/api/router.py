@@ -13,10 +13,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 import httpx
-from quart import Response, request
+from quart import Response, g, request
 
 from raftkv.api.errors import Answer, error_response
 from raftkv.node import NotLeader, RaftNode, Unavailable
+from raftkv.trace import TRACE_HEADER, StageClock
 
 FORWARDED_HEADER: Final = "X-Raft-Forwarded"
 LEADER_HEADER: Final = "X-Raft-Leader"
@@ -31,7 +32,7 @@ RELAYED_HEADERS: Final = (
     REVISION_HEADER,
     TERM_HEADER,
 )
-FORWARDED_REQUEST_HEADERS: Final = ("Content-Type", "Authorization", "Idempotency-Key")
+FORWARDED_REQUEST_HEADERS: Final = ("Content-Type", "Authorization", "Idempotency-Key", TRACE_HEADER)
 
 FORWARD_CONNECTIONS: Final = 64
 """Connections a follower keeps open to the leader for forwarded calls: one per concurrent call up to this,
@@ -95,12 +96,18 @@ class LeaderRouter:
         headers |= {
             name: request.headers[name] for name in FORWARDED_REQUEST_HEADERS if name in request.headers
         }
+        trace: StageClock | None = g.get("trace")
+        if trace is not None:
+            trace.mark("forwarded")
+            sent_at = trace.elapsed()
         try:
             answer = await self.client.request(
                 request.method, target, content=await request.get_data(as_text=False), headers=headers
             )
         except httpx.HTTPError as e:
             raise unavailable(f"the leader {leader[0]} did not answer: {type(e).__name__}") from None
+        if trace is not None and TRACE_HEADER in answer.headers:
+            trace.relay("leader.", answer.headers[TRACE_HEADER], sent_at)
         relayed = {name: answer.headers[name] for name in RELAYED_HEADERS if name in answer.headers}
         relayed[LEADER_HEADER] = " ".join(leader)
         return Response(answer.content, status=answer.status_code, headers=relayed)

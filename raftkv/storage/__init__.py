@@ -45,7 +45,9 @@ class Storage(Protocol):
         discards entries up to its index (all of them unless the log holds its index with its term);
         2. ``entries`` replace every stored entry from ``entries[0].index`` on; 3. ``hard_state`` replaces
         the stored one. Raises ValueError, storing nothing, if the entries would leave a gap, or if the
-        snapshot's data was never written or received (except at index 0, a bootstrap configuration)."""
+        snapshot's data was never written or received (except at index 0, a bootstrap configuration).
+        A save of a hard state that differs only in its commit index may skip the fsync: a crash may then
+        bring back an older commit index, which is still true, and the leader tells the current one again."""
 
     def write_snapshot(self, snapshot: Snapshot, writer: SnapshotWriter) -> None:
         """Write the state machine's data for ``snapshot`` durably, streamed from ``writer`` (never whole in

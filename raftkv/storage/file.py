@@ -2,7 +2,8 @@
 
 Why this shape: every save is a single record appended to ``raft.log`` and made durable by one fsync, so
 a save is atomic (a record is whole and passes its CRC, or it is a torn tail that recovery cuts off) and
-costs one write and one fsync however much it holds. Replaying the records through ``LogState`` rebuilds
+costs one write and one fsync however much it holds. (A save that only moves the commit index skips the
+fsync: it may be lost, and an older commit index is still a true one. The next fsync covers it.) Replaying the records through ``LogState`` rebuilds
 exactly what the saves produced. A snapshot is two things: its description (index, term, membership), which
 travels in the save record like everything else the core knows, and the state machine's data, which can be
 large, is written once, and so goes to a file of its own (see ``snapshot_files``): streamed by
@@ -145,6 +146,7 @@ class FileStorage:
     def _persist(
         self, hard_state: HardState | None, entries: Sequence[Entry], ref: SnapshotRef | None
     ) -> None:
+        sync = bool(entries) or ref is not None or not _only_commit_moved(self._state.hard_state, hard_state)
         self._state.apply(hard_state, entries, None if ref is None else ref.snapshot)
         if ref is not None:
             self._snapshot_ref = ref
@@ -153,7 +155,8 @@ class FileStorage:
         else:
             record = encode_frame(encode_save(hard_state, entries, ref), self._salt)
             self._disk.append(self._log_path, record)
-            self._disk.fsync(self._log_path)
+            if sync:
+                self._disk.fsync(self._log_path)
             self._log_size += len(record)
         if ref is not None:
             self._files.make_current(ref)
@@ -229,3 +232,10 @@ class FileStorage:
                 raise StorageCorruptError(
                     self._log_path, 0, f"log is missing but snapshot file {name} exists"
                 )
+
+
+def _only_commit_moved(stored: HardState, new: HardState | None) -> bool:
+    """A save that only moves the commit index need not wait for the disk: losing it in a crash leaves an
+    older commit index, which is still true (entries once committed stay committed), and the leader tells a
+    restarted node the current one. Term and vote, like entries, must be durable before anyone is told."""
+    return new is not None and (new.term, new.vote) == (stored.term, stored.vote)
