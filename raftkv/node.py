@@ -33,6 +33,7 @@ from raftkv.raft.core import Config, MembershipChangeRefused, NotLeader, Raft, b
 from raftkv.raft.membership import Membership
 from raftkv.raft.types import (
     AnyMessage,
+    AppendEntries,
     AppendEntriesReply,
     Entry,
     InstallSnapshot,
@@ -440,12 +441,11 @@ class RaftNode(Generic[M]):
                 self._routed = (self.core.membership, self.core.leader_id)
                 self.transport.set_routes(self._routes())
             for message in ready.messages:
+                if self._traced and isinstance(message, AppendEntries) and message.entries:
+                    self._mark_traced("sent", message.entries[-1].index)
                 self.transport.send(message)
-            if self._traced:
-                if ready.entries and ready.messages:
-                    self._mark_traced("sent", ready.entries[-1].index)
-                if ready.committed:
-                    self._mark_traced("committed", ready.committed[-1].index)
+            if self._traced and ready.committed:
+                self._mark_traced("committed", ready.committed[-1].index)
             if ready.snapshot or ready.committed or ready.read_states:
                 await self._apply_send.send(_ApplyWork(ready.snapshot, ready.committed, ready.read_states))
 

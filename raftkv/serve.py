@@ -12,7 +12,7 @@ import hypercorn.trio
 import trio
 from quart_trio import QuartTrio
 
-from raftkv.api.app import DRAINING, create_app
+from raftkv.api.app import begin_draining, create_app
 from raftkv.config import NodeConfig
 from raftkv.kv import KVStore
 from raftkv.node import RaftNode
@@ -102,5 +102,5 @@ async def _watch_signals(stop: trio.Event, app: QuartTrio, node: RaftNode[KVStor
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
             await node.hand_over()
-            app.config[DRAINING] = True
+            begin_draining(app)
             stop.set()

@@ -1,10 +1,13 @@
-"""Raft messages to peers: one-way HTTP POSTs, one sender task and one keep-alive connection per peer.
+"""Raft messages to peers: one sender task per peer, streaming its messages on one long HTTP request.
 
-Raft tolerates lost, duplicated and reordered messages, so the transport keeps no promises beyond "probably,
-in order": each peer has a bounded queue; when it is full the newest message is dropped, and when a POST
-fails the queue is flushed (the core resends what still matters on the next heartbeat) and the core is told,
-so it stops pipelining to that peer. A dead or paused peer therefore costs one timeout per backoff period and
-never delays the other peers.
+Each peer gets a stream (``POST /raft/stream``, see ``peer_http.PeerStream``): whatever queued up while the
+previous chunk was being written goes out as the next chunk, one message per line, so a busy link costs one
+write per batch and no request handling per message at either end. Raft tolerates lost, duplicated and
+reordered messages, so the transport keeps no promises beyond "probably, in order": each peer has a bounded
+queue; when it is full the newest message is dropped, and when the stream breaks (the peer is down, paused
+past the timeout, or refused a message) the queue is flushed (the core resends what still matters on the next
+heartbeat) and the core is told, so it stops pipelining to that peer; a new stream opens after a backoff. A
+dead or paused peer therefore costs one timeout per backoff period and never delays the other peers.
 
 Who the peers are follows the membership: ``set_routes`` starts a sender for a new member and stops the one
 of a member that left. An InstallSnapshot carries only the snapshot's description; before it goes out, a
@@ -24,21 +27,20 @@ from urllib.parse import urlencode
 
 import trio
 
-from raftkv.peer_http import PeerConnection, PeerError
+from raftkv.peer_http import PeerConnection, PeerError, PeerStream
 from raftkv.raft.types import AnyMessage, InstallSnapshot, NodeId, Snapshot
 from raftkv.wire import (
     MAX_BATCH_MESSAGES,
-    RAFT_BATCH_PATH,
+    RAFT_STREAM_PATH,
+    RAFT_STREAM_TYPE,
     SNAPSHOT_CHUNK_PATH,
     dump_raft_message,
-    join_raft_batch,
-    raft_path,
 )
 
 log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 512  # messages waiting per peer; more are dropped (the core resends what matters)
-MAX_BATCH_BYTES = 8 << 20  # one POST of queued messages carries at most about this much JSON
+MAX_BATCH_BYTES = 8 << 20  # one chunk of queued messages carries at most about this much JSON
 SNAPSHOT_CHUNK_BYTES = 1 << 20  # snapshot data goes in chunks of this size: one POST each
 FIRST_BACKOFF = 0.05  # seconds after a first failure: one heartbeat interval (100 ms) of tries is kept
 MAX_BACKOFF = 1.0  # doubling up to this: a peer that comes back is reached within a second
@@ -114,33 +116,34 @@ class Transport:
             peer.shipping[0].cancel()
 
     async def _sender(self, node: NodeId, peer: _Peer) -> None:
-        """Send what queued up for ``node``: one message on its own endpoint, several in one batch, so a slow
-        link costs a round trip per batch rather than per message."""
+        """Stream what queues up for ``node``; after a break, report it, drop what queued meanwhile and open a
+        new stream after a backoff (doubling while the peer stays unreachable)."""
         receive = peer.queue[1]
-        connection = PeerConnection(peer.url, self.rpc_timeout, self.headers, self.tls)
+        stream = PeerStream(peer.url, self.rpc_timeout, self.headers, self.tls)
         backoff = 0.0
         with peer.sender:
-            try:
-                async for first in receive:
-                    body, target = _batch(first, receive)
-                    try:
-                        status, _ = await connection.post(target, body)
-                        if status >= 300:
-                            raise PeerError(f"answered {status}")
-                        backoff = 0.0
-                    except PeerError as e:
-                        log.log(
-                            logging.WARNING if backoff == 0 else logging.DEBUG,
-                            "message to %s failed: %s",
-                            node,
-                            e,
-                        )
-                        self.on_unreachable(node)
-                        backoff = min(MAX_BACKOFF, max(FIRST_BACKOFF, backoff * 2))
-                        await trio.sleep(backoff)
-                        _drain(receive)  # stale by now: the core resends what still matters
-            finally:
-                await connection.close()
+            while True:
+                sent = 0
+
+                async def next_chunk() -> bytes:
+                    nonlocal sent
+                    chunk = _batch(await receive.receive(), receive)
+                    sent += 1
+                    return chunk
+
+                reason = await stream.run(RAFT_STREAM_PATH, RAFT_STREAM_TYPE, next_chunk)
+                # A stream that carried a chunk before the one it broke on was healthy: start the backoff over.
+                backoff = FIRST_BACKOFF if sent > 1 else min(MAX_BACKOFF, max(FIRST_BACKOFF, backoff * 2))
+                log.log(
+                    logging.WARNING if backoff == FIRST_BACKOFF else logging.DEBUG,
+                    "stream to %s broke (%s); reopening in %.2fs",
+                    node,
+                    reason,
+                    backoff,
+                )
+                self.on_unreachable(node)
+                await trio.sleep(backoff)
+                _drain(receive)  # stale by now: the core resends what still matters
 
     # --- snapshot shipping -----------------------------------------------------------------------------
 
@@ -204,9 +207,9 @@ async def _ship_data(
             raise PeerError(f"the receiver wants data beyond the end ({offset} of {size})")
 
 
-def _batch(first: AnyMessage, receive: trio.MemoryReceiveChannel[AnyMessage]) -> tuple[bytes, str]:
-    """The body and target of one POST: ``first`` alone on its endpoint, or with what else is queued (up to
-    MAX_BATCH_MESSAGES, and about MAX_BATCH_BYTES) in one batch."""
+def _batch(first: AnyMessage, receive: trio.MemoryReceiveChannel[AnyMessage]) -> bytes:
+    """One chunk of the stream: ``first`` and what else is queued (up to MAX_BATCH_MESSAGES, and about
+    MAX_BATCH_BYTES), one message per line."""
     encoded = [dump_raft_message(first)]
     size = len(encoded[0])
     while len(encoded) < MAX_BATCH_MESSAGES and size < MAX_BATCH_BYTES:
@@ -215,9 +218,8 @@ def _batch(first: AnyMessage, receive: trio.MemoryReceiveChannel[AnyMessage]) ->
         except trio.WouldBlock:
             break
         size += len(encoded[-1])
-    if len(encoded) == 1:
-        return encoded[0], raft_path(first)
-    return join_raft_batch(encoded), RAFT_BATCH_PATH
+    encoded.append(b"")
+    return b"\n".join(encoded)
 
 
 def _drain(receive: trio.MemoryReceiveChannel[AnyMessage]) -> None:

@@ -301,26 +301,27 @@ def _discriminated(*models: type[RaftMessageModel]) -> TypeAdapter[RaftMessageMo
     return TypeAdapter[RaftMessageModel](tagged_union)
 
 
-RAFT_MODELS_BY_PATH: dict[str, tuple[type[RaftMessageModel], ...]] = {
-    "/raft/request-vote": (RequestVoteModel, RequestVoteReplyModel),
-    "/raft/append-entries": (AppendEntriesModel, AppendEntriesReplyModel),
-    "/raft/install-snapshot": (InstallSnapshotModel,),
-    "/raft/timeout-now": (TimeoutNowModel,),
-    "/raft/read-index": (ReadIndexRequestModel, ReadIndexReplyModel),
-}
+RAFT_MODELS: tuple[type[RaftMessageModel], ...] = (
+    RequestVoteModel,
+    RequestVoteReplyModel,
+    AppendEntriesModel,
+    AppendEntriesReplyModel,
+    InstallSnapshotModel,
+    TimeoutNowModel,
+    ReadIndexRequestModel,
+    ReadIndexReplyModel,
+)
 _MODEL_BY_CORE: dict[type[AnyMessage], type[RaftMessageModel]] = {
-    model.core_type: model for models in RAFT_MODELS_BY_PATH.values() for model in models
+    model.core_type: model for model in RAFT_MODELS
 }
-_PATH_BY_CORE: dict[type[AnyMessage], str] = {
-    model.core_type: path for path, models in RAFT_MODELS_BY_PATH.items() for model in models
-}
-_PARSER_BY_PATH = {path: _discriminated(*models) for path, models in RAFT_MODELS_BY_PATH.items()}
-_ANY_MESSAGE_PARSER = _discriminated(*_MODEL_BY_CORE.values())
+_ANY_MESSAGE_PARSER = _discriminated(*RAFT_MODELS)
 
 
-RAFT_BATCH_PATH = "/raft/messages"
+RAFT_STREAM_PATH = "/raft/stream"
+RAFT_STREAM_TYPE = "application/x-ndjson"  # one message as JSON per line: JSON text holds no raw newline
 SNAPSHOT_CHUNK_PATH = "/raft/snapshot-chunk"  # a chunk of a snapshot's data, ahead of its InstallSnapshot
 MAX_BATCH_MESSAGES = 256
+MAX_FRAME_BYTES = 16 << 20  # one line of a stream: a batch of entries is kept to about 8 MiB
 
 RaftMessage = Annotated[
     RequestVoteModel
@@ -344,12 +345,7 @@ class RaftMessageBatch(StrictInput):
 
 def dump_raft_batch(messages: list[AnyMessage]) -> bytes:
     """The JSON body of ``POST /raft/messages`` carrying ``messages``."""
-    return join_raft_batch([dump_raft_message(message) for message in messages])
-
-
-def join_raft_batch(encoded: list[bytes]) -> bytes:
-    """The JSON body of ``POST /raft/messages`` carrying messages already encoded one by one."""
-    return b'{"messages":[' + b",".join(encoded) + b"]}"
+    return b'{"messages":[' + b",".join(dump_raft_message(message) for message in messages) + b"]}"
 
 
 def parse_raft_batch(raw: bytes | str) -> list[AnyMessage]:
@@ -357,18 +353,40 @@ def parse_raft_batch(raw: bytes | str) -> list[AnyMessage]:
     return [model.to_core() for model in RaftMessageBatch.model_validate_json(raw).messages]
 
 
-def raft_path(message: AnyMessage) -> str:
-    """The endpoint a message is POSTed to (a reply goes to the same endpoint as its request)."""
-    return _PATH_BY_CORE[type(message)]
+def dump_raft_frames(messages: list[AnyMessage]) -> bytes:
+    """Messages as the lines of a ``/raft/stream`` body."""
+    return b"".join(dump_raft_message(message) + b"\n" for message in messages)
+
+
+class FrameTooLarge(Exception):
+    """A line of a stream grew past MAX_FRAME_BYTES without ending."""
+
+
+class FrameReader:
+    """Cuts a ``/raft/stream`` body into its lines as its chunks arrive (a line may span chunks)."""
+
+    def __init__(self, limit: int = MAX_FRAME_BYTES) -> None:
+        self.limit = limit
+        self._partial = bytearray()  # the start of a line whose end has not arrived yet
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines ``chunk`` completes, in order (empty ones left out); FrameTooLarge for an unfinished line
+        over the limit."""
+        first, *lines = chunk.split(b"\n")
+        self._partial += first
+        if lines:
+            lines.insert(0, bytes(self._partial))
+            self._partial = bytearray(lines.pop())
+        if len(self._partial) > self.limit:
+            raise FrameTooLarge(f"a message of more than {self.limit} bytes")
+        return [line for line in lines if line]
 
 
 def dump_raft_message(message: AnyMessage) -> bytes:
-    """The JSON body that carries ``message``."""
+    """The JSON that carries ``message``."""
     return _MODEL_BY_CORE[type(message)].from_core(message).model_dump_json().encode()
 
 
-def parse_raft_message(raw: bytes | str, path: str | None = None) -> AnyMessage:
-    """The core message in a JSON body, or ValidationError. With ``path``, only the messages that endpoint
-    takes are accepted (a ``TimeoutNow`` POSTed to ``/raft/append-entries`` is a 400)."""
-    parser = _ANY_MESSAGE_PARSER if path is None else _PARSER_BY_PATH[path]
-    return parser.validate_json(raw).to_core()
+def parse_raft_message(raw: bytes | str) -> AnyMessage:
+    """The core message in JSON, or ValidationError."""
+    return _ANY_MESSAGE_PARSER.validate_json(raw).to_core()

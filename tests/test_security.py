@@ -45,9 +45,19 @@ def raft_state(node: RaftNode[KVStore]) -> tuple[object, ...]:
     return core.term, core.vote, core.role, core.leader_id, core.log.last_index, core.log.committed
 
 
-async def post_raft(app: QuartTrio, message: AppendEntries, headers: dict[str, str]) -> tuple[int, Any]:
+ENDPOINTS = {  # how each Raft endpoint carries one message
+    wire.RAFT_STREAM_PATH: (wire.dump_raft_frames, wire.RAFT_STREAM_TYPE),
+    "/raft/messages": (wire.dump_raft_batch, "application/json"),
+}
+endpoints = pytest.mark.parametrize("endpoint", sorted(ENDPOINTS))
+
+
+async def post_raft(
+    app: QuartTrio, message: AppendEntries, headers: dict[str, str], endpoint: str = wire.RAFT_STREAM_PATH
+) -> tuple[int, Any]:
+    dump, content_type = ENDPOINTS[endpoint]
     response = await app.test_client().post(
-        "/raft/append-entries", data=wire.dump_raft_message(message), headers=headers
+        endpoint, data=dump([message]), headers={"Content-Type": content_type, **headers}
     )
     return response.status_code, await response.get_json()
 
@@ -57,13 +67,12 @@ async def post_raft(app: QuartTrio, message: AppendEntries, headers: dict[str, s
     [None, "Bearer wrong-token", f"Basic {TOKEN}", f"Bearer {TOKEN}x", f"bearer {TOKEN}", ""],
     ids=["none", "wrong", "basic", "longer", "lowercase", "empty"],
 )
-async def test_raft_messages_need_the_cluster_token(authorization: str | None) -> None:
+@endpoints
+async def test_raft_messages_need_the_cluster_token(authorization: str | None, endpoint: str) -> None:
     node = make_node()
     before = raft_state(node)
-    headers = {"Content-Type": "application/json"} | (
-        {"Authorization": authorization} if authorization else {}
-    )
-    status, body = await post_raft(create_app(node), FORGED, headers)
+    headers = {"Authorization": authorization} if authorization else {}
+    status, body = await post_raft(create_app(node), FORGED, headers, endpoint)
     assert status == 401 and "cluster token" in body["error"]
     assert raft_state(node) == before
 
@@ -76,23 +85,23 @@ async def test_raft_messages_need_the_cluster_token(authorization: str | None) -
     ],
     ids=["wrong-dst", "unknown-src"],
 )
+@endpoints
 async def test_messages_for_another_node_or_from_a_stranger_are_refused(
-    message: AppendEntries, reason: str
+    message: AppendEntries, reason: str, endpoint: str
 ) -> None:
     node = make_node()
     before = raft_state(node)
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
-    status, body = await post_raft(create_app(node), message, headers)
+    status, body = await post_raft(create_app(node), message, {"Authorization": f"Bearer {TOKEN}"}, endpoint)
     assert status == 400 and reason in body["error"]
     assert raft_state(node) == before
 
 
 async def test_a_node_without_a_token_takes_no_raft_messages_unless_insecure() -> None:
     closed = make_node(peers={}, token=None)
-    status, body = await post_raft(create_app(closed), FORGED, {"Content-Type": "application/json"})
+    status, body = await post_raft(create_app(closed), FORGED, {})
     assert status == 401 and "no cluster token" in body["error"]
     insecure = make_node(token=None, insecure=True)
-    status, _ = await post_raft(create_app(insecure), FORGED, {"Content-Type": "application/json"})
+    status, _ = await post_raft(create_app(insecure), FORGED, {})
     assert status == 202
     assert insecure.core.term == 99  # what --insecure means: anyone can do this
     assert insecure.status()["insecure"] is True and closed.status()["insecure"] is False

@@ -67,8 +67,11 @@ async def test_the_forged_append_entries_of_the_report_is_refused(
         ],
     }
     for headers in ({}, {"Authorization": "Bearer not-the-token"}):
-        answer = await http.post(target + "/raft/append-entries", json=forged, headers=headers)
-        assert answer.status_code == 401, answer.text
+        for path, body in (("/raft/messages", {"messages": [forged]}), ("/raft/stream", forged)):
+            answer = await http.post(
+                target + path, content=json.dumps(body).encode() + b"\n", headers=headers
+            )
+            assert answer.status_code == 401, answer.text
     after = await statuses(cluster)
     assert {n: (s["term"], s["commit_index"], s["leader"]["id"]) for n, s in after.items()} == {
         n: (s["term"], s["commit_index"], s["leader"]["id"]) for n, s in before.items()

@@ -28,6 +28,7 @@ from raftkv.node import RaftNode
 from raftkv.trace import TRACE_HEADER, StageClock
 
 DRAINING: Final = "RAFTKV_DRAINING"  # app.config flag set when the node starts shutting down
+API: Final = "raftkv.api"  # app.extensions key of the Api the handlers share
 
 CLUSTER_TOKEN: Final = "clusterToken"
 CLIENT_TOKEN: Final = "clientToken"
@@ -47,6 +48,7 @@ def create_app(node: RaftNode[kv.KVStore]) -> QuartTrio:
     app.before_serving(router.open)
     app.after_serving(router.close)
     api = Api(node, router, config.max_value_bytes)
+    app.extensions[API] = api
     tokens = {CLUSTER_TOKEN: config.cluster_token, CLIENT_TOKEN: config.client_api_token}
 
     async def guard(schemes: frozenset[str]) -> Response | None:
@@ -88,6 +90,7 @@ def create_app(node: RaftNode[kv.KVStore]) -> QuartTrio:
             response.headers[TRACE_HEADER] = trace.header()
         if response.status_code in (408, 413):  # the body is too slow or too large: do not wait for it
             response.headers["Connection"] = "close"
+        if response.headers.get("Connection") == "close":
             return response
         with contextlib.suppress(RequestEntityTooLarge, RequestTimeout):
             await request.get_data()
@@ -110,6 +113,13 @@ def create_app(node: RaftNode[kv.KVStore]) -> QuartTrio:
         guard,
     )
     return app
+
+
+def begin_draining(app: QuartTrio) -> None:
+    """Shutdown begins: close each connection after its answer, and end the peers' streams (the server waits
+    for every request in flight, and a stream would otherwise last until the peer ends it)."""
+    app.config[DRAINING] = True
+    app.extensions[API].close_streams()
 
 
 def unauthorized(message: str) -> Response:

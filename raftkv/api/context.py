@@ -8,9 +8,10 @@ handler only ever deals with the outcome it asked for.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
+import trio
 from pydantic import BaseModel
 from quart import g, request
 
@@ -29,6 +30,11 @@ class Api:
     node: RaftNode[kv.KVStore]
     router: LeaderRouter
     max_value_bytes: int
+    streams: set[trio.CancelScope] = field(default_factory=set)  # the peers' open streams (``raftStream``)
+
+    def close_streams(self) -> None:
+        for scope in self.streams:
+            scope.cancel()
 
     @property
     def store(self) -> kv.KVStore:

@@ -55,8 +55,13 @@ async def _http_exception(error: HTTPException) -> Response:
 async def _validation_error(error: ValidationError) -> Response:
     """Input that does not fit its model. The raw input is left out: it may be huge or not serialisable."""
     details = error.errors(include_url=False, include_context=False, include_input=False)
-    summary = "; ".join(f"{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in details)
-    return error_response(400, f"invalid input: {summary}", details=details)
+    return error_response(400, f"invalid input: {describe(error)}", details=details)
+
+
+def describe(error: ValidationError) -> str:
+    """Where and why input does not fit its model, in one line (without the input itself)."""
+    details = error.errors(include_url=False, include_context=False, include_input=False)
+    return "; ".join(f"{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in details)
 
 
 async def _undecodable_body(error: ValueError) -> Response:
