@@ -1,0 +1,221 @@
+"""The deployment files, checked offline: no image can be built here, so the Dockerfile's facts are checked
+(user, volume, port, health check) and what it copies is built into a wheel as its build stage would."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import tomllib
+import zipfile
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from dockerfile_parse import DockerfileParser
+from packaging.specifiers import SpecifierSet
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def api_paths() -> set[str]:
+    return set(yaml.safe_load((ROOT / "openapi.yaml").read_text())["paths"])
+
+
+# --- the Dockerfile and .dockerignore ---
+
+
+@cache
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's instructions as (INSTRUCTION, value), one list per stage."""
+    stages: list[list[tuple[str, str]]] = []
+    for item in DockerfileParser(path=str(DOCKERFILE)).structure:
+        if item["instruction"] == "FROM":
+            stages.append([])
+        if item["instruction"] != "COMMENT":
+            stages[-1].append((item["instruction"], item["value"]))
+    return stages
+
+
+def instruction(name: str, stage: int = -1) -> list[str]:
+    return [value for instr, value in dockerfile_stages()[stage] if instr == name]
+
+
+def only(name: str, stage: int = -1) -> str:
+    (value,) = instruction(name, stage)
+    return value
+
+
+def image_env() -> dict[str, str]:
+    """The final stage's ENV, but PATH: a test puts its stand-in raftkv first on its own PATH."""
+    envs = dict(DockerfileParser(path=str(DOCKERFILE)).envs)
+    return {name: value for name, value in envs.items() if name != "PATH"}
+
+
+def image_user() -> tuple[int, int]:
+    uid, _, gid = only("USER").partition(":")
+    return int(uid), int(gid or uid)
+
+
+def image_port() -> int:
+    return int(only("EXPOSE"))
+
+
+def image_volume() -> str:
+    value = only("VOLUME")
+    volumes = json.loads(value) if value.startswith("[") else value.split()
+    (volume,) = volumes
+    return str(volume)
+
+
+def test_the_image_runs_a_supported_python_as_a_fixed_non_root_user() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requires = SpecifierSet(project["requires-python"])
+    for stage in range(len(dockerfile_stages())):
+        image = only("FROM", stage).split()[0]
+        version = re.fullmatch(r"python:(\d+\.\d+)-slim", image)
+        assert version is not None, f"not a slim Python image: {image}"
+        assert version[1] in requires
+    uid, gid = image_user()
+    assert uid != 0 and gid != 0
+    assert any(f"useradd --uid {uid} " in run for run in instruction("RUN"))
+
+
+def test_the_image_keeps_its_data_on_a_volume_the_user_owns() -> None:
+    uid, gid = image_user()
+    volume = image_volume()
+    assert image_env()["RAFTKV_DATA_DIR"] == volume
+    assert any(re.search(rf"chown {uid}:{gid} {re.escape(volume)}\b", run) for run in instruction("RUN"))
+
+
+def test_the_image_listens_on_its_exposed_port_and_checks_readyz() -> None:
+    host, _, port = image_env()["RAFTKV_LISTEN"].rpartition(":")
+    assert (host, int(port)) == ("0.0.0.0", image_port())
+    options, _, command = only("HEALTHCHECK").partition("CMD ")
+    argv = json.loads(command)
+    assert argv[0] == "python"  # the slim image has no curl
+    assert f"http://127.0.0.1:{image_port()}/readyz" in argv[-1] and "/readyz" in api_paths()
+    assert "--start-period=" in options
+
+
+class _Readiness(http.server.BaseHTTPRequestHandler):
+    status = 503
+
+    def do_GET(self) -> None:
+        self.send_response(self.status if self.path == "/readyz" else 404)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
+def test_the_health_check_passes_only_while_the_node_is_ready(status: int, healthy: bool) -> None:
+    handler = type("Handler", (_Readiness,), {"status": status})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        argv = json.loads(only("HEALTHCHECK").partition("CMD ")[2])
+        argv = [sys.executable, *(a.replace(f":{image_port()}/", f":{port}/") for a in argv[1:])]
+        assert (subprocess.run(argv, capture_output=True, timeout=30).returncode == 0) is healthy
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_the_entrypoint_is_raftkv_serve_in_exec_form() -> None:
+    assert json.loads(only("ENTRYPOINT")) == ["raftkv", "serve"]  # exec form: SIGTERM reaches the node
+
+
+GLOB = {"**/": "(.*/)?", "**": ".*", "*": "[^/]*"}  # .dockerignore's wildcards as regular expressions
+
+
+def dockerignore_excludes(path: str) -> bool:
+    """Whether the build context leaves ``path`` out, as Docker reads .dockerignore: the last pattern that
+    matches the path or one of its parent directories decides; ``!`` lets back in."""
+    excluded = False
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        pattern = line.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        negate = pattern.startswith("!")
+        pattern = os.path.normpath(pattern.removeprefix("!")).lstrip("/")
+        regex = "".join(GLOB.get(part, re.escape(part)) for part in re.split(r"(\*\*/|\*\*|\*)", pattern))
+        parts = path.split("/")
+        if any(re.fullmatch(regex, "/".join(parts[:n])) for n in range(1, len(parts) + 1)):
+            excluded = not negate
+    return excluded
+
+
+def build_context() -> set[str]:
+    """The tracked files, and some a working copy has besides, that .dockerignore lets into the context."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    extra = [
+        ".venv/bin/python",
+        ".raftkv/n1/log",
+        "raftkv/__pycache__/cli.cpython-311.pyc",
+        "raftkv.egg-info/PKG-INFO",
+        "deploy/raftkv-token",
+    ]
+    return {path for path in [*tracked.stdout.split(), *extra] if not dockerignore_excludes(path)}
+
+
+def copies(stage: int) -> list[tuple[list[str], str]]:
+    """A stage's COPY instructions from the build context, as (sources, destination)."""
+    result = []
+    for value in instruction("COPY", stage):
+        *sources, dest = shlex.split(value)
+        assert not any(s.startswith("--") for s in sources), f"COPY {value}: only plain copies"
+        result.append((sources, dest))
+    return result
+
+
+def test_the_build_context_holds_the_package_and_nothing_else() -> None:
+    context = build_context()
+    sources = {source for sources, _ in copies(0) for source in sources}
+    needed = {"pyproject.toml", "README.md", "openapi.yaml", "raftkv"}
+    assert {path.split("/")[0] for path in context} == sources == needed
+    assert "raftkv/cli.py" in context and "raftkv/__pycache__/cli.cpython-311.pyc" not in context
+    assert [value.split()[0] for value in instruction("COPY")] == ["--from=build"]  # the final stage
+
+
+def test_what_the_build_stage_copies_makes_a_complete_wheel(tmp_path: Path) -> None:
+    """Copy the context as the build stage does (links stay links, as with COPY), then build the wheel."""
+    context, src = build_context(), tmp_path / "src"
+    workdir = Path(only("WORKDIR", 0))
+    for sources, dest in copies(0):
+        target = src / (workdir / dest).relative_to("/")
+        for source in sources:
+            for path in sorted(p for p in context if p == source or p.startswith(f"{source}/")):
+                to = target / Path(path).relative_to(source) if path != source else target / Path(path).name
+                to.parent.mkdir(parents=True, exist_ok=True)
+                if (ROOT / path).is_symlink():
+                    to.symlink_to(os.readlink(ROOT / path))
+                else:
+                    shutil.copyfile(ROOT / path, to)
+    (run,) = [run for run in instruction("RUN", 0) if "pip install" in run]
+    assert "--no-cache-dir ." in run
+    wheel_dir = tmp_path / "wheel"
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    built = subprocess.run(
+        [*pip_wheel, "-w", str(wheel_dir), str(src / workdir.relative_to("/"))],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = wheel_dir.glob("raftkv-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert archive.read("raftkv/openapi.yaml") == (ROOT / "openapi.yaml").read_bytes()
+        assert "raftkv/raft/core.py" in archive.namelist()
