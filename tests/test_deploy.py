@@ -1,5 +1,6 @@
-"""The deployment files, checked offline: no image can be built here, so the Dockerfile's facts are checked
-(user, volume, port, health check) and what it copies is built into a wheel as its build stage would."""
+"""The deployment files, checked offline: no image can be built here, so each file is validated against its
+schema, checked against the others (ports, paths, names, the uid), and the settings each one gives a node are
+run through raftkv's own command line and config parser, so that a renamed flag or variable fails here."""
 
 from __future__ import annotations
 
@@ -23,12 +24,53 @@ import yaml
 from dockerfile_parse import DockerfileParser
 from packaging.specifiers import SpecifierSet
 
+from raftkv.config import NodeConfig
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
+COMPOSE = ROOT / "deploy" / "compose.yaml"
+TOKEN = "test-cluster-token"
+# The longest a stopping node may take: a leader's hand-over waits up to request_timeout, then the server
+# drains in-flight requests for as long again (hypercorn's graceful_timeout).
+LONGEST_STOP = 2 * NodeConfig.model_fields["request_timeout"].default
+
+# Stands in for the image's `raftkv`: the real command line and config parser, then a dump of the settings
+# instead of serving.
+FAKE_RAFTKV = """#!{python}
+import json, os, types
+from raftkv import cli
+
+def dump(serve, config):
+    with open({out!r}, "w") as f:
+        json.dump({{"pid": os.getpid(), "id": config.id, "listen": config.listen, "url": config.advertised_url,
+                   "data_dir": str(config.data_dir), "members": config.members, "founders": config.founders,
+                   "token": config.cluster_token}}, f)
+
+cli.trio = types.SimpleNamespace(run=dump)
+cli.main()
+"""
 
 
 def api_paths() -> set[str]:
     return set(yaml.safe_load((ROOT / "openapi.yaml").read_text())["paths"])
+
+
+def run_node(command: list[str], env: dict[str, str], tmp_path: Path) -> dict[str, Any]:
+    """Run ``command`` as the container would, with ``env`` only, and the stand-in raftkv on PATH; returns
+    the settings the real parser made of it. The stand-in must be the process started (an exec, not a child
+    of a shell), or SIGTERM would not reach the node."""
+    bin_dir, out = tmp_path / "bin", tmp_path / "settings.json"
+    bin_dir.mkdir()
+    fake = bin_dir / "raftkv"
+    fake.write_text(FAKE_RAFTKV.format(python=sys.executable, out=str(out)))
+    fake.chmod(0o755)
+    env = {**env, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, f"the node refused its settings: {stderr}"
+    settings: dict[str, Any] = json.loads(out.read_text())
+    assert settings["pid"] == process.pid, "the command does not exec raftkv"
+    return settings
 
 
 # --- the Dockerfile and .dockerignore ---
@@ -219,3 +261,85 @@ def test_what_the_build_stage_copies_makes_a_complete_wheel(tmp_path: Path) -> N
     with zipfile.ZipFile(wheel) as archive:
         assert archive.read("raftkv/openapi.yaml") == (ROOT / "openapi.yaml").read_bytes()
         assert "raftkv/raft/core.py" in archive.namelist()
+
+
+# --- deploy/compose.yaml ---
+
+
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return data
+
+
+def seconds(duration: str) -> float:
+    """A compose duration such as "30s" or "1m30s"."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert parts is not None and duration, f"not a duration: {duration!r}"
+    return sum(int(n) * units[u] for n, u in zip(parts.groups(), "hms", strict=True) if n)
+
+
+def test_the_compose_file_follows_the_compose_spec() -> None:
+    check = [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec"]
+    result = subprocess.run([*check, str(COMPOSE)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_runs_three_nodes_of_this_image_each_on_its_own_volume() -> None:
+    services = compose()["services"]
+    assert sorted(services) == ["n1", "n2", "n3"]
+    volumes = []
+    for service in services.values():
+        assert (COMPOSE.parent / service["build"]["context"]).resolve() == DOCKERFILE.parent
+        assert "dockerfile" not in service["build"] and "entrypoint" not in service
+        (volume,) = service["volumes"]
+        name, _, mount = volume.partition(":")
+        assert mount == image_volume()
+        volumes.append(name)
+    assert sorted(volumes) == sorted(set(volumes)) == sorted(compose()["volumes"])
+
+
+def test_compose_publishes_each_node_on_loopback_only() -> None:
+    published = []
+    for service in compose()["services"].values():
+        (port,) = service["ports"]
+        host_ip, host_port, container_port = port.split(":")
+        assert (host_ip, int(container_port)) == ("127.0.0.1", image_port())
+        published.append(int(host_port))
+    assert published == [8080, 8081, 8082]
+
+
+def test_compose_gives_each_node_the_token_from_one_secret_file() -> None:
+    secrets = compose()["secrets"]
+    (name,) = secrets
+    one_liner = re.search(r"> (\S+) && chmod 0644", COMPOSE.read_text())
+    assert one_liner is not None  # the comment shows how to create it, readable by the container's user
+    assert (COMPOSE.parent / secrets[name]["file"]).resolve() == ROOT / one_liner[1]
+    for service in compose()["services"].values():
+        assert service["secrets"] == [name]
+        assert service["environment"]["RAFTKV_TOKEN_FILE"] == f"/run/secrets/{name}"
+
+
+def test_compose_lets_a_node_stop_gracefully_and_start_without_waiting() -> None:
+    for service in compose()["services"].values():
+        assert seconds(service["stop_grace_period"]) >= LONGEST_STOP
+        assert "depends_on" not in service  # no node is ready before a quorum is up
+        assert "healthcheck" not in service  # the image's, on /readyz
+
+
+@pytest.mark.parametrize("name", ["n1", "n2", "n3"])
+def test_each_compose_node_starts_with_the_settings_it_is_given(name: str, tmp_path: Path) -> None:
+    services = compose()["services"]
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    for secret in compose()["secrets"]:
+        (secrets / secret).write_text(f"{TOKEN}\n")
+    env = {**image_env(), **services[name]["environment"]}
+    env = {key: value.replace("/run/secrets/", f"{secrets}/") for key, value in env.items()}
+    entrypoint = json.loads(only("ENTRYPOINT"))
+    settings = run_node([*entrypoint, *services[name].get("command", [])], env, tmp_path)
+    port = image_port()
+    assert (settings["id"], settings["url"], settings["token"]) == (name, f"http://{name}:{port}", TOKEN)
+    assert settings["data_dir"] == image_volume()
+    expected = {service: f"http://{service}:{port}" for service in services}
+    assert settings["members"] == settings["founders"] == expected
