@@ -19,6 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
@@ -29,6 +30,9 @@ from raftkv.config import NodeConfig
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "deploy" / "compose.yaml"
+K8S = ROOT / "deploy" / "k8s"
+K8S_VERSIONS = ("1.30", "1.37")  # an older and the newest release kubernetes-validate has schemas for
+NAMESPACE = "raftkv-test"
 TOKEN = "test-cluster-token"
 # The longest a stopping node may take: a leader's hand-over waits up to request_timeout, then the server
 # drains in-flight requests for as long again (hypercorn's graceful_timeout).
@@ -342,4 +346,180 @@ def test_each_compose_node_starts_with_the_settings_it_is_given(name: str, tmp_p
     assert (settings["id"], settings["url"], settings["token"]) == (name, f"http://{name}:{port}", TOKEN)
     assert settings["data_dir"] == image_volume()
     expected = {service: f"http://{service}:{port}" for service in services}
+    assert settings["members"] == settings["founders"] == expected
+
+
+# --- deploy/k8s ---
+
+
+@cache
+def k8s_objects() -> dict[str, dict[str, Any]]:
+    """Every object under deploy/k8s, by "Kind/name"."""
+    objects = {}
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            objects[f"{doc['kind']}/{doc['metadata']['name']}"] = doc
+    return objects
+
+
+def of_kind(kind: str) -> list[dict[str, Any]]:
+    return [obj for obj in k8s_objects().values() if obj["kind"] == kind]
+
+
+def statefulset() -> dict[str, Any]:
+    (sts,) = of_kind("StatefulSet")
+    return sts
+
+
+def pod_spec() -> dict[str, Any]:
+    spec: dict[str, Any] = statefulset()["spec"]["template"]["spec"]
+    return spec
+
+
+def container() -> dict[str, Any]:
+    containers: list[dict[str, Any]] = pod_spec()["containers"]
+    (only_container,) = containers
+    return only_container
+
+
+def headless_service() -> dict[str, Any]:
+    (service,) = [s for s in of_kind("Service") if s["spec"].get("clusterIP") == "None"]
+    return service
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("name", sorted(k8s_objects()))
+def test_each_manifest_is_valid_kubernetes(name: str, version: str) -> None:
+    try:
+        kubernetes_validate.validate(k8s_objects()[name], version, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        pytest.fail(f"{name} is not valid Kubernetes {version}: {e.message} at {list(e.path)}")
+
+
+def test_the_manifests_are_a_statefulset_its_services_and_its_budget() -> None:
+    assert sorted(k8s_objects()) == [
+        "PodDisruptionBudget/raftkv",
+        "Service/raftkv",
+        "Service/raftkv-peers",
+        "StatefulSet/raftkv",
+    ]
+
+
+def test_the_services_and_the_budget_select_the_statefulset_pods() -> None:
+    pod_labels = statefulset()["spec"]["template"]["metadata"]["labels"]
+    selectors = [statefulset()["spec"]["selector"]["matchLabels"]]
+    selectors += [service["spec"]["selector"] for service in of_kind("Service")]
+    selectors += [pdb["spec"]["selector"]["matchLabels"] for pdb in of_kind("PodDisruptionBudget")]
+    for selector in selectors:
+        assert selector and selector.items() <= pod_labels.items()
+    (container_port,) = container()["ports"]
+    for service in of_kind("Service"):
+        (port,) = service["spec"]["ports"]
+        assert port["targetPort"] == container_port["name"]
+        assert port["port"] == container_port["containerPort"]
+    assert container_port["containerPort"] == image_port()
+
+
+def test_the_peers_find_each_other_before_any_is_ready() -> None:
+    spec = statefulset()["spec"]
+    assert spec["serviceName"] == headless_service()["metadata"]["name"]
+    assert headless_service()["spec"]["publishNotReadyAddresses"] is True
+    # OrderedReady would start a pod only once the one before is ready, which needs a leader, which needs both
+    assert spec["podManagementPolicy"] == "Parallel"
+
+
+def test_a_disruption_never_takes_the_quorum() -> None:
+    replicas = statefulset()["spec"]["replicas"]
+    (pdb,) = of_kind("PodDisruptionBudget")
+    assert replicas == 3
+    assert replicas - pdb["spec"]["maxUnavailable"] >= replicas // 2 + 1
+
+
+def test_the_probes_use_the_health_endpoints() -> None:
+    (container_port,) = container()["ports"]
+    probes = {kind: container()[f"{kind}Probe"]["httpGet"] for kind in ("readiness", "liveness", "startup")}
+    assert {kind: probe["path"] for kind, probe in probes.items()} == {
+        "readiness": "/readyz",
+        "liveness": "/healthz",
+        "startup": "/healthz",
+    }
+    for probe in probes.values():
+        assert probe["path"] in api_paths() and probe["port"] == container_port["name"]
+
+
+def secret_created() -> tuple[str, str, str]:
+    """The Secret's name, its key and the file it is made from, as the StatefulSet's comment creates it."""
+    pattern = r"kubectl create secret generic (\S+) --from-file=([^=\s]+)=(\S+)"
+    created = re.search(pattern, (K8S / "statefulset.yaml").read_text())
+    assert created is not None
+    name, key, source = created.groups()
+    return name, key, source
+
+
+def token_volume() -> tuple[dict[str, Any], str]:
+    """The secret volume, and where the container mounts it."""
+    (volume,) = [v for v in pod_spec()["volumes"] if "secret" in v]
+    (mount,) = [m for m in container()["volumeMounts"] if m["name"] == volume["name"]]
+    return volume, mount["mountPath"]
+
+
+def test_the_token_comes_from_the_secret_the_comment_creates() -> None:
+    name, key, source = secret_created()
+    (compose_secret,) = compose()["secrets"].values()
+    assert ROOT / source == (COMPOSE.parent / compose_secret["file"]).resolve()  # one token file for both
+    volume, mount_path = token_volume()
+    assert volume["secret"]["secretName"] == name
+    env = {item["name"]: item.get("value") for item in container()["env"]}
+    assert env["RAFTKV_TOKEN_FILE"] == f"{mount_path}/{key}"
+    # root owns the file; the pod's group (the image's) may read it
+    assert volume["secret"]["defaultMode"] & 0o040
+    assert pod_spec()["securityContext"]["fsGroup"] == image_user()[1]
+
+
+def test_the_pods_run_as_the_image_user_with_a_read_only_root() -> None:
+    pod, own = pod_spec()["securityContext"], container()["securityContext"]
+    assert (pod["runAsUser"], pod["runAsGroup"]) == image_user()
+    assert pod["runAsNonRoot"] is True and own["readOnlyRootFilesystem"] is True
+    assert own["allowPrivilegeEscalation"] is False and own["capabilities"]["drop"] == ["ALL"]
+    (claim,) = statefulset()["spec"]["volumeClaimTemplates"]
+    (mount,) = [m for m in container()["volumeMounts"] if m["name"] == claim["metadata"]["name"]]
+    assert mount["mountPath"] == image_volume()  # the only place the node writes
+    assert container()["resources"]["requests"].keys() >= {"cpu", "memory"}
+
+
+def test_the_grace_period_covers_the_leader_hand_over() -> None:
+    assert pod_spec()["terminationGracePeriodSeconds"] >= LONGEST_STOP
+
+
+def pod_env(pod_name: str, token_dir: Path) -> dict[str, str]:
+    """The environment Kubernetes gives the container of ``pod_name``: the image's, the Services' variables
+    (unless the pod turns them off), then the container's own, with the token volume at ``token_dir``."""
+    env = image_env()
+    if pod_spec().get("enableServiceLinks", True):
+        for service in of_kind("Service"):
+            if service["spec"].get("clusterIP") != "None":  # headless Services get none
+                prefix = service["metadata"]["name"].upper().replace("-", "_")
+                port = service["spec"]["ports"][0]["port"]
+                env |= {f"{prefix}_SERVICE_HOST": "192.0.2.1", f"{prefix}_SERVICE_PORT": str(port)}
+    fields = {"metadata.name": pod_name, "metadata.namespace": NAMESPACE}
+    _, token_mount = token_volume()
+    for item in container()["env"]:
+        value = item["value"] if "value" in item else fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
+        env[item["name"]] = value.replace(f"{token_mount}/", f"{token_dir}/")
+    return env
+
+
+@pytest.mark.parametrize("ordinal", [0, 1, 2])
+def test_each_pod_starts_with_the_settings_it_is_given(ordinal: int, tmp_path: Path) -> None:
+    sts, pod_name = statefulset(), f"{statefulset()['metadata']['name']}-{ordinal}"
+    token_dir = tmp_path / "token"
+    token_dir.mkdir()
+    (token_dir / secret_created()[1]).write_text(f"{TOKEN}\n")
+    settings = run_node(container()["command"], pod_env(pod_name, token_dir), tmp_path)
+    domain = f"{headless_service()['metadata']['name']}.{NAMESPACE}.svc.cluster.local"
+    port = container()["ports"][0]["containerPort"]
+    pods = [f"{sts['metadata']['name']}-{n}" for n in range(sts["spec"]["replicas"])]
+    expected = {pod: f"http://{pod}.{domain}:{port}" for pod in pods}
+    assert (settings["id"], settings["url"], settings["token"]) == (pod_name, expected[pod_name], TOKEN)
+    assert settings["listen"] == f"0.0.0.0:{port}" and settings["data_dir"] == image_volume()
     assert settings["members"] == settings["founders"] == expected
