@@ -2,9 +2,10 @@
 
 Every node applies the same committed log entries in the same order and must end in the same state, so
 everything here is a pure function of (state, entry bytes): no clock, no randomness, no iteration over
-anything whose order differs between nodes, and no outcome that depends on how deep the caller's stack is
-(see ``MAX_COMMAND_NESTING``). A bad entry yields an error result, never an exception: one poisoned entry
-must not stop every replica's apply loop.
+anything whose order differs between nodes, and no outcome that depends on the process: not on how deep the
+caller's stack is (see ``MAX_COMMAND_NESTING``) nor on the interpreter's int-digits limit (integer literals
+longer than ``MAX_INTEGER_DIGITS`` are refused, on every node). A bad entry yields an error result, never an
+exception: one poisoned entry must not stop every replica's apply loop.
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ MAX_COMMAND_NESTING: Final = 64
 The stdlib JSON parser's own limit is the interpreter's recursion limit, which depends on the caller's stack
 depth: near it, one node could accept an entry another rejects, and the replicas would diverge. A fixed
 limit, checked on the bytes before parsing, keeps the outcome a function of the entry alone.
+"""
+
+MAX_INTEGER_DIGITS: Final = 640
+"""Longest integer literal (digits, sign not counted) that JSON text here may hold.
+
+CPython converts an integer to or from decimal text only within the int-digits limit, which each process sets
+for itself (``PYTHONINTMAXSTRDIGITS``, ``sys.set_int_max_str_digits``). 640 is the least limit it accepts
+(``sys.int_info.str_digits_check_threshold``; 0 means no limit), so every node parses such a literal and
+writes it back whatever its setting, and every node refuses a longer one.
 """
 
 
@@ -120,6 +130,8 @@ _OPS: Final = {command_type: op for op, command_type in _COMMAND_TYPES.items()}
 _JSON_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _BRACKETS_TO_PARENS: Final = bytes.maketrans(b"[{]}", b"(())")
 _ALL_BUT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
+_DIGITS_TO_ZEROS: Final = bytes(ord("0") if b in b"0123456789" else ord(" ") for b in range(256))
+_TOO_MANY_DIGITS: Final = b"0" * (MAX_INTEGER_DIGITS + 1)
 
 
 def _nesting_exceeds(data: bytes, limit: int) -> bool:
@@ -151,13 +163,31 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"not JSON: {name}")
 
 
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise ValueError(f"integer literal longer than {MAX_INTEGER_DIGITS} digits")
+    return int(text)
+
+
+# Built once: ``json.loads`` with arguments builds a decoder per call, which costs more than a small command's
+# parse. A decoder keeps no state between calls (``json.loads`` itself shares one among all threads).
+_DECODER: Final = json.JSONDecoder(parse_float=_finite_float, parse_constant=_reject_constant)
+_DECODER_OF_BOUNDED_INTS: Final = json.JSONDecoder(
+    parse_float=_finite_float, parse_constant=_reject_constant, parse_int=_bounded_int
+)
+
+
 def _load_json(data: bytes, nesting_limit: int, errors: str) -> Any:
-    """Parse strict JSON whose outcome depends only on ``data`` (raises ValueError)."""
+    """Parse strict JSON whose outcome depends only on ``data`` (raises ValueError).
+
+    Only text with a run of more than ``MAX_INTEGER_DIGITS`` digits somewhere (perhaps inside a string) can
+    hold a literal too long, so the common case pays one C-speed scan and the stdlib's own integer parsing.
+    """
     if _nesting_exceeds(data, nesting_limit):
         raise ValueError(f"nested deeper than {nesting_limit} levels, or unbalanced")
-    return json.loads(
-        data.decode("utf-8", errors), parse_float=_finite_float, parse_constant=_reject_constant
-    )
+    long_digit_run = len(data) > MAX_INTEGER_DIGITS and _TOO_MANY_DIGITS in data.translate(_DIGITS_TO_ZEROS)
+    decoder = _DECODER_OF_BOUNDED_INTS if long_digit_run else _DECODER
+    return decoder.decode(data.decode("utf-8", errors))
 
 
 def _dump_json(value: object, errors: str) -> bytes:

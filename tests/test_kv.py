@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import struct
+import subprocess
+import sys
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
 import pytest
@@ -17,6 +20,7 @@ from hypothesis import strategies as st
 import raftkv.kv
 from raftkv.kv import (
     MAX_COMMAND_NESTING,
+    MAX_INTEGER_DIGITS,
     UNSET,
     ApplyOrderError,
     Command,
@@ -136,6 +140,8 @@ GARBAGE = [
     b'{"op":"put","key":"k","value":-Infinity}',
     b'{"op":"put","key":"k","value":1e999}',
     b'{"op":"put","key":"k","value":' + b"1" * 5000 + b"}",
+    b'{"op":"put","key":"k","value":' + b"1" * (MAX_INTEGER_DIGITS + 1) + b"}",
+    b'{"op":"put","key":"k","value":-' + b"1" * (MAX_INTEGER_DIGITS + 1) + b"}",
     b"[" * 100_000 + b"]" * 100_000,
     b'{"op":"put","key":"k","value":' + b"[" * MAX_COMMAND_NESTING + b"]" * MAX_COMMAND_NESTING + b"}",
 ]
@@ -199,6 +205,75 @@ def test_values_that_are_not_json_do_not_encode(value: object) -> None:
 def test_invalid_commands_cannot_be_built(make: Callable[[], Command]) -> None:
     with pytest.raises(ValueError):
         make()
+
+
+def test_the_integer_limit_is_one_every_interpreter_can_convert() -> None:
+    assert sys.int_info.str_digits_check_threshold >= MAX_INTEGER_DIGITS
+
+
+@pytest.fixture(params=[0, sys.int_info.str_digits_check_threshold, 4300])
+def int_digits_limit(request: pytest.FixtureRequest) -> Iterator[int]:
+    """Each of: no limit, the least limit an interpreter accepts, the default."""
+    before = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(request.param)
+    yield request.param
+    sys.set_int_max_str_digits(before)
+
+
+@pytest.mark.parametrize("longest", [int("9" * MAX_INTEGER_DIGITS), -int("9" * MAX_INTEGER_DIGITS)])
+def test_the_longest_integer_survives_whatever_the_limit(int_digits_limit: int, longest: int) -> None:
+    store = KVStore()
+    assert store.apply(1, b'{"op":"put","key":"k","value":[%d]}' % longest) == Ok("k", [longest], 1)
+    copy = restored(snapshot_of(store))
+    assert copy.get("k") == store.get("k")
+    assert snapshot_of(copy) == snapshot_of(store)
+
+
+@pytest.mark.parametrize("literal", [b"1" * (MAX_INTEGER_DIGITS + 1), b"-" + b"1" * (MAX_INTEGER_DIGITS + 1)])
+def test_a_longer_integer_is_refused_whatever_the_limit(int_digits_limit: int, literal: bytes) -> None:
+    result = KVStore().apply(1, b'{"op":"put","key":"k","value":' + literal + b"}")
+    assert isinstance(result, InvalidCommand) and "digits" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("literal", "value"),
+    [
+        (b'"' + b"1" * 5000 + b'"', "1" * 5000),  # digits in a string are no integer
+        (b"0." + b"1" * 5000, 0.1111111111111111),
+        (b"1" * 700 + b"e-690", float("1" * 700 + "e-690")),
+    ],
+    ids=["in-a-string", "long-fraction", "long-mantissa"],
+)
+def test_long_digit_runs_that_are_not_integer_literals_are_fine(
+    int_digits_limit: int, literal: bytes, value: JSONValue
+) -> None:
+    assert decode_command(b'{"op":"put","key":"k","value":' + literal + b"}") == Put("k", value)
+
+
+def test_replicas_with_different_int_digits_limits_agree() -> None:
+    """The same entries applied in processes with different PYTHONINTMAXSTRDIGITS give the same snapshot."""
+    script = (
+        "import io, sys\n"
+        "from raftkv.kv import KVStore\n"
+        "store = KVStore()\n"
+        "for n, digits in enumerate([5, 640, 641, 700, 4300, 4301], start=1):\n"
+        '    store.apply(n, b\'{"op":"put","key":"k%d","value":%s}\' % (n, b\'7\' * digits))\n'
+        "out = io.BytesIO()\n"
+        "store.snapshot()(out)\n"
+        "sys.stdout.write(out.getvalue().hex())\n"
+    )
+    snapshots = {
+        limit: subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONINTMAXSTRDIGITS": limit},
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        for limit in ("0", "640", "4300", "100000")
+    }
+    assert len(set(snapshots.values())) == 1
+    assert [kv.key for kv in restored(bytes.fromhex(snapshots["0"])).range()] == ["k1", "k2"]
 
 
 # --- semantics ------------------------------------------------------------------------------------------
@@ -555,8 +630,8 @@ DEEPEST: Final[JSONValue] = json.loads("[" * (MAX_COMMAND_NESTING - 1) + "]" * (
 
 @pytest.mark.parametrize(
     "value",
-    [2**64, -(2**200), 10**4000, 1e300, -0.0, 5e-324, "é\U0001f600\x00", {"": {"a": [None]}}, DEEPEST],
-    ids=["2**64", "-2**200", "10**4000", "1e300", "-0.0", "5e-324", "non-ascii", "object", "deepest"],
+    [2**64, -(2**200), 10**639, 1e300, -0.0, 5e-324, "é\U0001f600\x00", {"": {"a": [None]}}, DEEPEST],
+    ids=["2**64", "-2**200", "10**639", "1e300", "-0.0", "5e-324", "non-ascii", "object", "deepest"],
 )
 def test_any_value_a_command_can_carry_survives_a_snapshot(value: JSONValue) -> None:
     # The value is in the table, in an Ok and in a PreconditionFailed's current.
