@@ -1,0 +1,57 @@
+"""The granted leases and the keys on each.
+
+Which lease a key is on is part of the key's state in the sorted table (so a snapshot capture shares it with
+the keys); this registry holds the leases' ttls and an index from each lease to its keys, which a restore
+rebuilds from the table. The index is a set of strings, whose order differs between processes: it is sorted
+wherever its order could show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class Leases:
+    def __init__(self, ttls: dict[int, int] | None = None, attached: Iterable[tuple[str, int]] = ()) -> None:
+        """Leases ``ttls`` (id to ttl), with the ``attached`` (key, lease) pairs, every lease among them."""
+        self._ttls = dict(ttls or {})
+        self._keys: dict[int, set[str]] = {lease: set() for lease in self._ttls}
+        for key, lease in attached:
+            self._keys[lease].add(key)
+
+    def __contains__(self, lease: int) -> bool:
+        return lease in self._ttls
+
+    def __len__(self) -> int:
+        return len(self._ttls)
+
+    def grant(self, lease: int, ttl: int) -> None:
+        """Add ``lease``, which must not exist, with no keys."""
+        self._ttls[lease] = ttl
+        self._keys[lease] = set()
+
+    def revoke(self, lease: int) -> None:
+        """Remove ``lease``, which must exist and have no keys left (the caller deleted them)."""
+        del self._ttls[lease], self._keys[lease]
+
+    def move(self, key: str, old: int | None, new: int | None) -> None:
+        """Record that ``key`` left lease ``old`` for ``new`` (None: no lease; both must exist)."""
+        if old == new:
+            return
+        if old is not None:
+            self._keys[old].discard(key)
+        if new is not None:
+            self._keys[new].add(key)
+
+    def lease(self, lease: int) -> tuple[int, list[str]] | None:
+        """The ttl and the sorted keys of ``lease`` (None: not granted)."""
+        ttl = self._ttls.get(lease)
+        return None if ttl is None else (ttl, sorted(self._keys[lease]))
+
+    def all(self) -> list[tuple[int, int]]:
+        """Every lease as (id, ttl), by id."""
+        return sorted(self._ttls.items())
+
+    def ttls(self) -> dict[int, int]:
+        """A copy of the ttls, by lease id: what a snapshot capture takes (a dict copy, at C speed)."""
+        return dict(self._ttls)
