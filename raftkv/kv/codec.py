@@ -14,6 +14,7 @@ Members come in this order, so the encoding of a command is canonical: equal com
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -164,14 +165,22 @@ def decode_command(data: bytes) -> Command:
     return command
 
 
+@functools.cache
+def _field_names(kind: type[DataclassInstance]) -> tuple[frozenset[str], frozenset[str]]:
+    """The names of the fields of ``kind`` that have no default, and of all its fields."""
+    fields = dataclasses.fields(kind)
+    return frozenset(f.name for f in fields if f.default is dataclasses.MISSING), frozenset(
+        f.name for f in fields
+    )
+
+
 def _build(kind: type[T], members: Any) -> T:
     """``kind`` built from a JSON object of exactly its fields (raises ValueError)."""
     if not isinstance(members, dict):
         raise ValueError(f"{_NAMES.get(kind, kind.__name__)} is not an object")
-    known = dataclasses.fields(kind)
-    missing = {f.name for f in known if f.default is dataclasses.MISSING} - members.keys()
-    unknown = members.keys() - {f.name for f in known}
-    if missing or unknown:
+    required, known = _field_names(kind)
+    if not required <= members.keys() <= known:
+        missing, unknown = required - members.keys(), members.keys() - known
         raise ValueError(f"missing fields {sorted(missing)}, unknown fields {sorted(unknown)}")
     return kind(**members)
 
