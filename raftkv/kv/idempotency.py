@@ -7,7 +7,7 @@ oldest first, by count (``capacity``) and by age in log indices (``window``), ne
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -40,6 +40,9 @@ class Remembered:
 
 
 class IdempotencyTable:
+    """The keys in apply order (a deque of pairs, made once, so a capture copies references only) and by key;
+    a key is recorded only when absent, so the two hold the same keys."""
+
     def __init__(
         self,
         capacity: int = DEFAULT_IDEMPOTENCY_CAPACITY,
@@ -50,26 +53,32 @@ class IdempotencyTable:
         if capacity < 1 or window < 1:
             raise ValueError("idempotency capacity and window must be at least 1")
         self.capacity, self.window = capacity, window
-        self._entries: OrderedDict[str, Remembered] = OrderedDict(entries)  # oldest first: by index
+        self._in_order: deque[tuple[str, Remembered]] = deque(entries)  # oldest first: by index
+        self._by_key = dict(self._in_order)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._in_order)
 
     def get(self, idempotency_key: str) -> Remembered | None:
-        return self._entries.get(idempotency_key)
+        return self._by_key.get(idempotency_key)
 
     def remember(self, idempotency_key: str, remembered: Remembered) -> None:
-        """Record a new key (at an index above all recorded), forgetting the oldest if over ``capacity``."""
-        self._entries[idempotency_key] = remembered
-        if len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
+        """Record a key not in the table (at an index above all recorded), forgetting the oldest if over
+        ``capacity``."""
+        self._in_order.append((idempotency_key, remembered))
+        self._by_key[idempotency_key] = remembered
+        if len(self._in_order) > self.capacity:
+            self._forget_oldest()
 
     def age(self, index: int) -> None:
         """Forget the keys recorded more than ``window`` indices before ``index``, the entry now applied."""
-        entries = self._entries
-        while entries and index - next(iter(entries.values())).index > self.window:
-            entries.popitem(last=False)
+        while self._in_order and index - self._in_order[0][1].index > self.window:
+            self._forget_oldest()
 
     def entries(self) -> list[tuple[str, Remembered]]:
-        """The keys, oldest first; the entries are immutable, so this copy is a snapshot capture."""
-        return list(self._entries.items())
+        """The keys, oldest first; the pairs are immutable, so this copy is a snapshot capture."""
+        return list(self._in_order)
+
+    def _forget_oldest(self) -> None:
+        idempotency_key, _ = self._in_order.popleft()
+        del self._by_key[idempotency_key]
