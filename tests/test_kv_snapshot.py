@@ -651,3 +651,25 @@ def test_replicas_write_identical_bytes_over_many_frames_and_chunks(monkeypatch:
     apply_all(three, history[250:])
     assert len(frame_bodies(snapshot_of(one))) > 10
     assert snapshot_of(one) == snapshot_of(two) == snapshot_of(three)
+
+
+def test_captures_in_a_row_each_write_the_leases_of_their_moment() -> None:
+    store = store_with(LeaseGrant(1, 5))
+    writers, expected = [], []
+    for command in (LeaseGrant(2, 5), LeaseRevoke(1), Put("k", 0, lease=2), LeaseGrant(3, 5), LeaseRevoke(2)):
+        writers.append(store.snapshot())
+        expected.append(snapshot_of(store))
+        run(store, command)
+    written = []
+    for writer in writers:
+        out = io.BytesIO()
+        writer(out)
+        written.append(out.getvalue())
+    assert written == expected
+    assert [restored(data).leases() for data in written] == [
+        [(1, 5)],
+        [(1, 5), (2, 5)],
+        [(2, 5)],
+        [(2, 5)],
+        [(2, 5), (3, 5)],
+    ]

@@ -80,11 +80,17 @@ class CommandDecodeError(ValueError):
 def _members(item: DataclassInstance) -> dict[str, Any]:
     """The fields of a command (or of a part of one) that are not at their defaults, in declaration order."""
     members = {}
-    for field in dataclasses.fields(item):
-        value = getattr(item, field.name)
-        if type(value) is not type(field.default) or value != field.default:  # an empty tuple may be a copy
-            members[field.name] = value
+    for name, default in _defaults(type(item)):
+        value = getattr(item, name)
+        if type(value) is not type(default) or value != default:  # an empty tuple may be a copy
+            members[name] = value
     return members
+
+
+@functools.cache
+def _defaults(kind: type[DataclassInstance]) -> tuple[tuple[str, object], ...]:
+    """The fields of ``kind`` in order, each with its default (``dataclasses.MISSING``: none)."""
+    return tuple((field.name, field.default) for field in dataclasses.fields(kind))
 
 
 def _json_form(command: Command) -> dict[str, Any]:
@@ -168,10 +174,9 @@ def decode_command(data: bytes) -> Command:
 @functools.cache
 def _field_names(kind: type[DataclassInstance]) -> tuple[frozenset[str], frozenset[str]]:
     """The names of the fields of ``kind`` that have no default, and of all its fields."""
-    fields = dataclasses.fields(kind)
-    return frozenset(f.name for f in fields if f.default is dataclasses.MISSING), frozenset(
-        f.name for f in fields
-    )
+    fields = _defaults(kind)
+    required = frozenset(name for name, default in fields if default is dataclasses.MISSING)
+    return required, frozenset(name for name, _ in fields)
 
 
 def _build(kind: type[T], members: Any) -> T:

@@ -8,13 +8,14 @@ wherever its order could show.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 
 class Leases:
     def __init__(self, ttls: dict[int, int] | None = None, attached: Iterable[tuple[str, int]] = ()) -> None:
         """Leases ``ttls`` (id to ttl), with the ``attached`` (key, lease) pairs, every lease among them."""
         self._ttls = dict(ttls or {})
+        self._captured = False  # whether a capture holds ``_ttls``: the next change copies them first
         self._keys: dict[int, set[str]] = {lease: set() for lease in self._ttls}
         for key, lease in attached:
             self._keys[lease].add(key)
@@ -27,12 +28,12 @@ class Leases:
 
     def grant(self, lease: int, ttl: int) -> None:
         """Add ``lease``, which must not exist, with no keys."""
-        self._ttls[lease] = ttl
+        self._changing_ttls()[lease] = ttl
         self._keys[lease] = set()
 
     def revoke(self, lease: int) -> None:
         """Remove ``lease``, which must exist and have no keys left (the caller deleted them)."""
-        del self._ttls[lease], self._keys[lease]
+        del self._changing_ttls()[lease], self._keys[lease]
 
     def move(self, key: str, old: int | None, new: int | None) -> None:
         """Record that ``key`` left lease ``old`` for ``new`` (None: no lease; both must exist)."""
@@ -52,6 +53,13 @@ class Leases:
         """Every lease as (id, ttl), by id."""
         return sorted(self._ttls.items())
 
-    def ttls(self) -> dict[int, int]:
-        """A copy of the ttls, by lease id: what a snapshot capture takes (a dict copy, at C speed)."""
-        return dict(self._ttls)
+    def ttls(self) -> Mapping[int, int]:
+        """The ttls by lease id, for a snapshot capture: shared until the next grant or revoke, which copies
+        them first, so that a capture costs nothing however many leases there are."""
+        self._captured = True
+        return self._ttls
+
+    def _changing_ttls(self) -> dict[int, int]:
+        if self._captured:
+            self._ttls, self._captured = dict(self._ttls), False
+        return self._ttls

@@ -13,9 +13,10 @@ then the end of the data. Values stay JSON, which holds whatever a command can c
 in one call. Every part is in a fixed order (leases by id, keys in order, the rest by apply order), so
 equal states write equal bytes.
 
-The capture takes the table's chunks (frozen, shared with the store: copy on write), and copies of the lease
-ttls, the idempotency table and the history, whose entries are immutable; it costs no more than those
-copies, however many keys there are.
+The capture shares the table's chunks (frozen: the store copies a chunk before changing it) and the lease
+ttls (the next grant or revoke copies them), and copies the idempotency table and the history (lists of
+references to immutable entries): its cost grows with neither the keys nor the leases, only with those two
+bounded tables.
 """
 
 from __future__ import annotations
