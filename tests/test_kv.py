@@ -6,6 +6,7 @@ Transactions, leases, idempotency, the watch history, JSON limits and snapshots 
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
 
@@ -16,6 +17,8 @@ from test_kv_support import (
     GARBAGE,
     assert_only_index_advanced,
     commands,
+    json_values,
+    restored,
     run,
     short_id,
     small_chunks,
@@ -117,11 +120,45 @@ def test_garbage_entry_changes_nothing_but_the_applied_index(data: bytes) -> Non
     assert_only_index_advanced(store, before)
 
 
-@given(st.binary() | st.builds(lambda c, cut: encode_command(c)[:cut], commands, st.integers(0, 200)))
+FIELD_NAMES = [
+    "op",
+    "key",
+    "value",
+    "prev_value",
+    "prev_revision",
+    "idempotency_key",
+    "lease",
+    "ttl",
+    "compare",
+]
+OP_NAMES = ["put", "delete", "txn", "lease_grant", "lease_revoke", "get"]
+members = st.recursive(
+    json_values | st.sampled_from(OP_NAMES),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from([*FIELD_NAMES, *OP_NAMES, "success", "failure", "revision"]), inner, max_size=4
+        )
+    ),
+    max_leaves=12,
+)
+command_shaped = st.builds(
+    lambda op, fields: json.dumps({"op": op, **fields}).encode(),
+    st.sampled_from(OP_NAMES),
+    st.dictionaries(st.sampled_from(FIELD_NAMES), members, max_size=5),
+)
+
+
+@given(
+    st.binary()
+    | st.builds(lambda c, cut: encode_command(c)[:cut], commands, st.integers(0, 200))
+    | command_shaped
+)
 def test_no_entry_raises(data: bytes) -> None:
-    store = store_with(Put("k", 1), LeaseGrant(1, 5))
+    store = store_with(Put("k", 1), LeaseGrant(1, 5), Put("j", 2, lease=1, idempotency_key="i"))
     result = store.apply(store.applied_index + 1, data)
     assert result is not None
+    restored(snapshot_of(store))  # and the state stays one a snapshot can hold
 
 
 @pytest.mark.parametrize(
