@@ -12,13 +12,17 @@ from collections.abc import Iterable, Mapping
 
 
 class Leases:
-    def __init__(self, ttls: dict[int, int] | None = None, attached: Iterable[tuple[str, int]] = ()) -> None:
-        """Leases ``ttls`` (id to ttl), with the ``attached`` (key, lease) pairs, every lease among them."""
+    def __init__(self, ttls: dict[int, int] | None = None) -> None:
+        """Leases ``ttls`` (id to ttl), with no keys yet."""
         self._ttls = dict(ttls or {})
         self._captured = False  # whether a capture holds ``_ttls``: the next change copies them first
         self._keys: dict[int, set[str]] = {lease: set() for lease in self._ttls}
+
+    def attach(self, attached: Iterable[tuple[str, int]]) -> None:
+        """Record (key, lease) pairs of keys on no lease yet, the leases among those granted (restore's way in)."""
+        keys = self._keys
         for key, lease in attached:
-            self._keys[lease].add(key)
+            keys[lease].add(key)
 
     def __contains__(self, lease: int) -> bool:
         return lease in self._ttls

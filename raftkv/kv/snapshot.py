@@ -142,13 +142,13 @@ def read(data: BinaryIO) -> State:
     if read_exact(data, len(PREFIX)) != PREFIX:
         raise SnapshotDecodeError("not a snapshot of this format")
     header = _Header.from_json(read_frame(data, _NESTING))
-    ttls = _read_leases(data, header)
-    table, attached = _read_keys(data, header, ttls)
+    leases = Leases(_read_leases(data, header))
+    table = _read_keys(data, header, leases)
     idempotency = _read_idempotency(data, header)
     history = _read_history(data, header)
     if data.read(1):
         raise SnapshotDecodeError("data after the end of the snapshot")
-    return State(idempotency, history, table, Leases(ttls, attached), header.revision, header.applied_index)
+    return State(idempotency, history, table, leases, header.revision, header.applied_index)
 
 
 def _all_of_type(items: list[Any], kind: type) -> bool:
@@ -173,20 +173,17 @@ def _read_leases(data: BinaryIO, header: _Header) -> dict[int, int]:
     return ttls
 
 
-def _read_keys(
-    data: BinaryIO, header: _Header, leases: dict[int, int]
-) -> tuple[SortedTable, list[tuple[str, int]]]:
-    """The table, and the (key, lease) pairs of the keys on a lease."""
+def _read_keys(data: BinaryIO, header: _Header, leases: Leases) -> SortedTable:
+    """The table, its keys attached to their ``leases`` as they are read."""
     table = SortedTable()
-    attached: list[tuple[str, int]] = []
     for rows in read_rows(data, _NESTING, header.keys, 6):
         run = _key_run(rows, table.last_key(), header.revision, leases)
         table.append(run)
-        attached += zip(itertools.compress(run.keys, run.lease), filter(None, run.lease), strict=True)
-    return table, attached
+        leases.attach(zip(itertools.compress(run.keys, run.lease), filter(None, run.lease), strict=True))
+    return table
 
 
-def _key_run(rows: Rows, after: str, revision: int, leases: dict[int, int]) -> Chunk:
+def _key_run(rows: Rows, after: str, revision: int, leases: Leases) -> Chunk:
     """A frame of keys, checked: string keys ascending from above ``after``, revisions in 1..``revision``,
     leases among those granted."""
     keys, values, create, mod, version, lease = rows
@@ -196,7 +193,7 @@ def _key_run(rows: Rows, after: str, revision: int, leases: dict[int, int]) -> C
         raise SnapshotDecodeError("snapshot revisions or leases are not integers")
     if min(create) < 1 or max(mod) > revision or min(version) < 1 or not all(map(operator.le, create, mod)):
         raise SnapshotDecodeError("snapshot revisions out of order or range")
-    if set(lease) - leases.keys() - {NO_LEASE}:
+    if not all(id_ in leases for id_ in set(lease) - {NO_LEASE}):
         raise SnapshotDecodeError("a key on a lease not granted")
     if not _is_utf8("".join(keys)):
         raise SnapshotDecodeError("a key with a lone surrogate")
