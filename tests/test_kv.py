@@ -1,95 +1,64 @@
-"""The replicated state machine: command semantics, determinism, and snapshot/restore equivalence."""
+"""The replicated state machine: commands on the wire, and the semantics of puts, deletes and listings.
+
+Transactions, leases, idempotency, the watch history, JSON limits and snapshots have files of their own
+(tests/test_kv_*.py); tests/test_kv_support.py holds what they share.
+"""
 
 from __future__ import annotations
 
-import io
 import json
 import random
-import struct
-import zlib
-from collections.abc import Callable, Sequence
-from typing import Any, Final
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_kv_support import (
+    GARBAGE,
+    assert_only_index_advanced,
+    commands,
+    json_values,
+    restored,
+    run,
+    short_id,
+    small_chunks,
+    snapshot_of,
+    store_with,
+)
 
-import raftkv.kv
+import raftkv.kv.table
 from raftkv.kv import (
-    MAX_COMMAND_NESTING,
     UNSET,
     ApplyOrderError,
     Command,
     CommandDecodeError,
     CommandEncodeError,
+    CompareRevision,
+    CompareValue,
     Delete,
     Deleted,
     InvalidCommand,
     JSONValue,
     KeyValue,
     KVStore,
+    LeaseGrant,
+    LeaseRevoke,
     NotFound,
     Ok,
+    Page,
     PreconditionFailed,
     Put,
-    Result,
-    SnapshotDecodeError,
+    Txn,
+    TxnDelete,
+    TxnGet,
+    TxnPut,
     decode_command,
     encode_command,
+    fingerprint,
+    value_size,
 )
-
-
-def snapshot_of(store: KVStore) -> bytes:
-    out = io.BytesIO()
-    store.snapshot()(out)
-    return out.getvalue()
-
-
-def restored(data: bytes) -> KVStore:
-    store = KVStore()
-    store.restore(io.BytesIO(data))
-    return store
-
-
-def run(store: KVStore, *commands: Command) -> list[Result | None]:
-    """Apply commands at the next indices, as the apply loop would."""
-    return [store.apply(store.applied_index + 1, encode_command(command)) for command in commands]
-
-
-def assert_only_index_advanced(store: KVStore, before: bytes) -> None:
-    """``store`` is the state ``before`` plus a no-op: nothing but ``applied_index`` changed."""
-    expected = restored(before)
-    expected.apply(store.applied_index, None)
-    assert snapshot_of(store) == snapshot_of(expected)
-
-
-def store_with(*commands: Command, capacity: int = 10) -> KVStore:
-    store = KVStore(idempotency_capacity=capacity)
-    run(store, *commands)
-    return store
-
-
-@pytest.fixture
-def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two keys per chunk, so that a few keys span many chunks and every split, merge and copy on write of
-    the sorted table happens at test sizes."""
-    monkeypatch.setattr(raftkv.kv, "_CHUNK_KEYS", 2)
-
 
 # --- commands on the wire -------------------------------------------------------------------------------
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=20,
-)
-keys = st.text(min_size=1).filter(lambda k: not any(0xD800 <= ord(c) <= 0xDFFF for c in k))
-prev_values = st.just(UNSET) | json_values
-revisions = st.none() | st.integers(min_value=0)
-idempotency_keys = st.none() | st.text(min_size=1)
-commands = st.builds(Put, keys, json_values, prev_values, revisions, idempotency_keys) | st.builds(
-    Delete, keys, revisions, idempotency_keys
-)
 
 
 @given(commands)
@@ -103,6 +72,21 @@ def test_encoding_is_compact_and_omits_defaults() -> None:
         encode_command(Put("k", 1, prev_value=None)) == b'{"op":"put","key":"k","value":1,"prev_value":null}'
     )
     assert encode_command(Delete("k", prev_revision=0)) == b'{"op":"delete","key":"k","prev_revision":0}'
+    assert encode_command(Put("k", 1, lease=7)) == b'{"op":"put","key":"k","value":1,"lease":7}'
+    assert encode_command(Txn()) == b'{"op":"txn"}'
+    assert encode_command(
+        Txn(
+            (CompareValue("a", [1]), CompareRevision("b", 0)),
+            (TxnPut("a", 2), TxnPut("c", 3, lease=9), TxnDelete("b"), TxnGet("a")),
+            idempotency_key="i",
+        )
+    ) == (
+        b'{"op":"txn","compare":[{"key":"a","value":[1]},{"key":"b","revision":0}],'
+        b'"success":[{"put":{"key":"a","value":2}},{"put":{"key":"c","value":3,"lease":9}},'
+        b'{"delete":{"key":"b"}},{"get":{"key":"a"}}],"idempotency_key":"i"}'
+    )
+    assert encode_command(LeaseGrant(5, 10)) == b'{"op":"lease_grant","lease":5,"ttl":10}'
+    assert encode_command(LeaseRevoke(5, "i")) == b'{"op":"lease_revoke","lease":5,"idempotency_key":"i"}'
 
 
 def test_prev_value_null_and_not_given_decode_differently() -> None:
@@ -113,36 +97,9 @@ def test_prev_value_null_and_not_given_decode_differently() -> None:
     assert Put("k", 1, prev_value=UNSET) != Put("k", 1, prev_value=None)
 
 
-GARBAGE = [
-    b"",
-    b"\xff\xfe",
-    b"not json",
-    b"[]",
-    b"null",
-    b'{"op":"put","key":"k"}',  # no value
-    b'{"op":"put","value":1}',  # no key
-    b'{"op":"put","key":"","value":1}',
-    b'{"op":"put","key":7,"value":1}',
-    b'{"op":"put","key":"k","value":1,"extra":2}',
-    b'{"op":"merge","key":"k"}',
-    b'{"op":["put"],"key":"k","value":1}',
-    b'{"op":"delete","key":"k","value":1}',
-    b'{"op":"delete","key":"k","prev_revision":-1}',
-    b'{"op":"delete","key":"k","prev_revision":1.0}',
-    b'{"op":"delete","key":"k","prev_revision":true}',
-    b'{"op":"delete","key":"k","idempotency_key":""}',
-    b'{"op":"delete","key":"\\ud800"}',  # keys are UTF-8 strings
-    b'{"op":"put","key":"k","value":NaN}',
-    b'{"op":"put","key":"k","value":-Infinity}',
-    b'{"op":"put","key":"k","value":1e999}',
-    b'{"op":"put","key":"k","value":' + b"1" * 5000 + b"}",
-    b"[" * 100_000 + b"]" * 100_000,
-    b'{"op":"put","key":"k","value":' + b"[" * MAX_COMMAND_NESTING + b"]" * MAX_COMMAND_NESTING + b"}",
-]
-
-
-def short_id(data: bytes) -> str:
-    return repr(data) if len(data) <= 40 else f"{data[:30]!r}...({len(data)} bytes)"
+def test_members_may_come_in_any_order_on_the_way_in() -> None:
+    data = b'{"success":[{"put":{"value":1,"key":"k"}}],"idempotency_key":"i","op":"txn"}'
+    assert decode_command(data) == Txn(success=(TxnPut("k", 1),), idempotency_key="i")
 
 
 @pytest.mark.parametrize("data", GARBAGE, ids=short_id)
@@ -163,17 +120,45 @@ def test_garbage_entry_changes_nothing_but_the_applied_index(data: bytes) -> Non
     assert_only_index_advanced(store, before)
 
 
-def test_nesting_limit_is_exact() -> None:
-    deepest = Put("k", json.loads("[" * (MAX_COMMAND_NESTING - 1) + "]" * (MAX_COMMAND_NESTING - 1)))
-    assert decode_command(encode_command(deepest)) == deepest
-    too_deep = Put("k", [deepest.value])
-    with pytest.raises(CommandEncodeError):
-        encode_command(too_deep)
+FIELD_NAMES = [
+    "op",
+    "key",
+    "value",
+    "prev_value",
+    "prev_revision",
+    "idempotency_key",
+    "lease",
+    "ttl",
+    "compare",
+]
+OP_NAMES = ["put", "delete", "txn", "lease_grant", "lease_revoke", "get"]
+members = st.recursive(
+    json_values | st.sampled_from(OP_NAMES),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from([*FIELD_NAMES, *OP_NAMES, "success", "failure", "revision"]), inner, max_size=4
+        )
+    ),
+    max_leaves=12,
+)
+command_shaped = st.builds(
+    lambda op, fields: json.dumps({"op": op, **fields}).encode(),
+    st.sampled_from(OP_NAMES),
+    st.dictionaries(st.sampled_from(FIELD_NAMES), members, max_size=5),
+)
 
 
-def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
-    command = Put("k[[[", "[{" * 1000 + '\\"[' * 100, prev_value=["]]]" * 100])
-    assert decode_command(encode_command(command)) == command
+@given(
+    st.binary()
+    | st.builds(lambda c, cut: encode_command(c)[:cut], commands, st.integers(0, 200))
+    | command_shaped
+)
+def test_no_entry_raises(data: bytes) -> None:
+    store = store_with(Put("k", 1), LeaseGrant(1, 5), Put("j", 2, lease=1, idempotency_key="i"))
+    result = store.apply(store.applied_index + 1, data)
+    assert result is not None
+    restored(snapshot_of(store))  # and the state stays one a snapshot can hold
 
 
 @pytest.mark.parametrize(
@@ -182,8 +167,15 @@ def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
     ids=["nan", "inf", "object", "set", "lone-surrogate"],
 )
 def test_values_that_are_not_json_do_not_encode(value: object) -> None:
+    for command in (Put("k", value), Txn(success=(TxnPut("k", value),)), Txn((CompareValue("k", value),))):  # type: ignore[arg-type]
+        with pytest.raises(CommandEncodeError):
+            encode_command(command)
     with pytest.raises(CommandEncodeError):
-        encode_command(Put("k", value))  # type: ignore[arg-type]
+        value_size(value)  # type: ignore[arg-type]
+
+
+def test_value_size_counts_compact_json_bytes() -> None:
+    assert value_size({"a": [1, "é"]}) == len('{"a":[1,"é"]}'.encode())
 
 
 @pytest.mark.parametrize(
@@ -193,12 +185,71 @@ def test_values_that_are_not_json_do_not_encode(value: object) -> None:
         lambda: Put("k", 1, prev_revision=-1),
         lambda: Delete("k", prev_revision=True),
         lambda: Delete("k", idempotency_key=""),
+        lambda: Put("k", 1, lease=0),
+        lambda: Put("k", 1, lease=2**63),
+        lambda: LeaseGrant(1, 0),
+        lambda: LeaseGrant(None, 5),  # type: ignore[arg-type]
+        lambda: LeaseRevoke(-3),
+        lambda: Txn(success=[TxnGet("k")]),  # type: ignore[arg-type]
+        lambda: Txn(success=(Put("k", 1),)),  # type: ignore[arg-type]
+        lambda: Txn(compare=(TxnGet("k"),)),  # type: ignore[arg-type]
+        lambda: Txn(success=(TxnGet("k"),) * 33, failure=(TxnGet("k"),) * 32),
+        lambda: Txn(compare=(CompareRevision("k", 0),) * 65),
+        lambda: Txn(success=(TxnPut("k", 1), TxnDelete("k"))),
+        lambda: CompareRevision("k", -1),
     ],
-    ids=["empty-key", "negative-revision", "bool-revision", "empty-idempotency-key"],
+    ids=[
+        "empty-key",
+        "negative-revision",
+        "bool-revision",
+        "empty-idempotency-key",
+        "lease-zero",
+        "lease-over-63-bits",
+        "ttl-zero",
+        "grant-without-lease",
+        "revoke-negative",
+        "ops-in-a-list",
+        "put-command-as-op",
+        "op-as-compare",
+        "65-ops",
+        "65-compares",
+        "key-written-twice",
+        "negative-compare-revision",
+    ],
 )
 def test_invalid_commands_cannot_be_built(make: Callable[[], Command]) -> None:
     with pytest.raises(ValueError):
         make()
+
+
+def test_the_limits_are_inclusive() -> None:
+    most = Txn(
+        tuple(CompareRevision(f"k{n}", 0) for n in range(64)),
+        tuple(TxnGet("k") for _ in range(40)),
+        tuple(TxnPut(f"k{n}", n) for n in range(24)),
+    )
+    assert decode_command(encode_command(most)) == most
+    assert decode_command(encode_command(LeaseGrant(2**63 - 1, 30 * 24 * 3600))) == LeaseGrant(
+        2**63 - 1, 30 * 24 * 3600
+    )
+
+
+def test_a_fingerprint_is_the_command_without_its_idempotency_key() -> None:
+    assert fingerprint(Put("k", 1, idempotency_key="a")) == fingerprint(Put("k", 1, idempotency_key="b"))
+    assert fingerprint(Put("k", 1)) == fingerprint(Put("k", 1, idempotency_key="a"))
+    different: list[Command] = [
+        Put("k", 1),
+        Put("k", 1.0),
+        Put("k", True),
+        Put("k", 1, lease=3),
+        Delete("k"),
+        Put("j", 1),
+    ]
+    assert len({fingerprint(command) for command in different}) == len(different)
+    assert fingerprint(Put("k", {"a": 1, "b": 2})) != fingerprint(Put("k", {"b": 2, "a": 1}))
+    assert fingerprint(Put("k", "\ud800")) == fingerprint(
+        decode_command(b'{"op":"put","key":"k","value":"\\ud800"}')
+    )
 
 
 # --- semantics ------------------------------------------------------------------------------------------
@@ -271,7 +322,7 @@ EXISTING = KeyValue("k", None, create_revision=1, mod_revision=2, version=2)
         (Delete("absent", prev_revision=1), False),
     ],
 )
-def test_preconditions(command: Command, succeeds: bool) -> None:
+def test_preconditions(command: Put | Delete, succeeds: bool) -> None:
     store = store_with(Put("k", "old"), Put("k", None))
     before = snapshot_of(store)
     [result] = run(store, command)
@@ -339,9 +390,9 @@ def test_range_rejects_a_negative_limit() -> None:
 
 
 @pytest.mark.parametrize("seed", range(50))
-@pytest.mark.parametrize("chunk_keys", [2, raftkv.kv._CHUNK_KEYS])
+@pytest.mark.parametrize("chunk_keys", [2, raftkv.kv.table.CHUNK_KEYS])
 def test_range_tracks_puts_and_deletes(seed: int, chunk_keys: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(raftkv.kv, "_CHUNK_KEYS", chunk_keys)
+    small_chunks(monkeypatch, chunk_keys)
     rng = random.Random(seed)
     store, model = KVStore(), dict[str, int]()
     alphabet = ["a", "b", "é", "\U0001f600"]
@@ -362,450 +413,27 @@ def test_range_tracks_puts_and_deletes(seed: int, chunk_keys: int, monkeypatch: 
     assert store.get("c") is None and store.get("\U0010ffff") is None
 
 
-# --- idempotency ----------------------------------------------------------------------------------------
-
-
-def test_retry_returns_the_first_result_and_applies_once() -> None:
-    store = KVStore()
-    first, other, retry = run(
-        store, Put("k", 1, idempotency_key="i"), Put("j", 2), Put("k", 1, idempotency_key="i")
-    )
-    assert first == retry == Ok("k", 1, 1)
-    assert other == Ok("j", 2, 2)
-    assert store.revision == 2
-    assert store.get("k") == KeyValue("k", 1, 1, 1, 1)
-
-
-def test_retry_with_different_content_still_returns_the_first_result() -> None:
-    store = store_with(Put("k", 1, idempotency_key="i"))
-    assert (
-        run(store, Delete("k", idempotency_key="i"), Put("x", 0, idempotency_key="i")) == [Ok("k", 1, 1)] * 2
-    )
-    assert store.get("k") is not None
-    assert store.get("x") is None
-
-
-def test_failed_outcomes_are_remembered_too() -> None:
-    store = store_with(Put("k", 1))
-    failed, _, retry = run(
-        store,
-        Put("k", 2, prev_value=0, idempotency_key="cas"),
-        Put("k", 0),
-        Put("k", 2, prev_value=0, idempotency_key="cas"),
-    )
-    assert failed == retry == PreconditionFailed("k", KeyValue("k", 1, 1, 1, 1), 1)
-    assert store.get("k") == KeyValue("k", 0, 1, 2, 2)  # the retry would now succeed, but returns the failure
-    assert run(
-        store, Delete("gone", idempotency_key="d"), Put("gone", 1), Delete("gone", idempotency_key="d")
-    ) == [
-        NotFound("gone", 2),
-        Ok("gone", 1, 3),
-        NotFound("gone", 2),
-    ]
-
-
-def test_oldest_idempotency_key_is_evicted_first() -> None:
-    store = store_with(*[Put(f"k{n}", n, idempotency_key=f"i{n}") for n in range(4)], capacity=3)
-    # i0 is forgotten: its retry is applied again; i1..i3 are remembered and return their first result.
-    assert run(store, Put("k0", 0, idempotency_key="i0")) == [Ok("k0", 0, 5)]
-    assert run(store, Put("k2", 0, idempotency_key="i2")) == [Ok("k2", 2, 3)]
-    # Re-applying i0 evicted i1, the oldest remaining; a hit (i2) does not refresh its place.
-    assert run(store, Put("k1", 1, idempotency_key="i1")) == [Ok("k1", 1, 6)]
-    assert run(store, Put("k2", 9, idempotency_key="i2")) == [Ok("k2", 9, 7)]
-
-
-def test_idempotency_table_and_its_order_survive_a_snapshot() -> None:
-    store = store_with(*[Put(f"k{n}", n, idempotency_key=f"i{n}") for n in range(3)], capacity=3)
-    copy = restored(snapshot_of(store))
-    assert copy.idempotency_capacity == 3
-    for replica in (store, copy):
-        assert run(replica, Put("k3", 3, idempotency_key="i3"), Put("k0", 0, idempotency_key="i0")) == [
-            Ok("k3", 3, 4),
-            Ok("k0", 0, 5),
-        ]
-        assert run(replica, Put("k2", 0, idempotency_key="i2")) == [Ok("k2", 2, 3)]
-    assert snapshot_of(copy) == snapshot_of(store)
-
-
-# --- snapshots and determinism --------------------------------------------------------------------------
-
-KEY_SPACE = ["a", "a/b", "a/c", "b", "é", "\U0001f600"]
-VALUES: list[JSONValue] = [None, 0, 1, 1.0, True, False, "", "x", [], [1, None], {}, {"a": [1]}, {"a": None}]
-
-
-def random_entry(rng: random.Random, store: KVStore) -> bytes | None:
-    """A plausible mix: writes with and without preconditions and retries, plus no-ops and garbage."""
-    roll = rng.random()
-    if roll < 0.05:
-        return None
-    if roll < 0.08:
-        return rng.choice(GARBAGE[:8])
-    key = rng.choice(KEY_SPACE)
-    current = store.get(key)
-    current_revision = None if current is None else current.mod_revision
-    prev_revision = rng.choice([None, None, 0, rng.randint(0, store.revision + 1), current_revision])
-    idempotency_key = rng.choice([None, None, f"r{rng.randint(0, 20)}"])
-    if roll < 0.3:
-        return encode_command(Delete(key, prev_revision, idempotency_key))
-    current_value = None if current is None else current.value
-    prev_value = rng.choice([UNSET, UNSET, rng.choice(VALUES), current_value])
-    return encode_command(Put(key, rng.choice(VALUES), prev_value, prev_revision, idempotency_key))
-
-
-def random_history(seed: int, length: int) -> list[bytes | None]:
-    rng = random.Random(seed)
-    scratch = KVStore(idempotency_capacity=8)  # generates preconditions that sometimes hold
-    history = []
-    for index in range(1, length + 1):
-        entry = random_entry(rng, scratch)
-        scratch.apply(index, entry)
-        history.append(entry)
-    return history
-
-
-def apply_all(store: KVStore, entries: list[bytes | None]) -> list[Result | None]:
-    return [store.apply(store.applied_index + 1, entry) for entry in entries]
-
-
-@pytest.mark.parametrize("seed", range(300))
-@pytest.mark.parametrize("chunk_keys", [2, raftkv.kv._CHUNK_KEYS])
-def test_restore_midway_then_apply_the_rest_equals_applying_everything(
-    seed: int, chunk_keys: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(raftkv.kv, "_CHUNK_KEYS", chunk_keys)
-    history = random_history(seed, 150)
-    split = random.Random(-seed).randint(0, len(history))
-    whole = KVStore(idempotency_capacity=8)
-    whole_results = apply_all(whole, history)
-
-    first_half = KVStore(idempotency_capacity=8)
-    apply_all(first_half, history[:split])
-    copy = restored(snapshot_of(first_half))
-    assert snapshot_of(copy) == snapshot_of(first_half)
-    assert apply_all(copy, history[split:]) == whole_results[split:]
-
-    assert snapshot_of(copy) == snapshot_of(whole)
-    assert copy.range() == whole.range()
-    assert (copy.revision, copy.applied_index) == (whole.revision, whole.applied_index)
-
-
-@pytest.mark.parametrize("seed", range(20))
-def test_revision_bookkeeping_over_random_histories(seed: int) -> None:
-    store = KVStore(idempotency_capacity=8)
-    writes = 0
-    for index, entry in enumerate(random_history(seed, 300), start=1):
-        result = store.apply(index, entry)
-        if isinstance(result, (Ok, Deleted)) and result.revision > writes:  # not an idempotent replay
-            writes += 1
-            assert result.revision == writes
-        elif result is not None:
-            assert result.revision <= writes
-        assert store.revision == writes
-    for kv in store.range():
-        assert 1 <= kv.create_revision <= kv.mod_revision <= store.revision
-        assert kv.version <= kv.mod_revision - kv.create_revision + 1
-
-
-def test_equal_states_give_equal_snapshot_bytes() -> None:
-    history = random_history(7, 200)
-    one, two = KVStore(idempotency_capacity=8), KVStore(idempotency_capacity=8)
-    apply_all(one, history)
-    apply_all(two, history)
-    assert snapshot_of(one) == snapshot_of(two)
-    assert snapshot_of(restored(snapshot_of(one))) == snapshot_of(one)
-
-
-def test_a_capture_does_not_see_later_writes(small_chunks: None) -> None:
-    store = store_with(*[Put(f"k{n:02d}", n, idempotency_key=f"i{n}") for n in range(40)], capacity=8)
-    expected = snapshot_of(store)
-    writer = store.snapshot()
-    run(
-        store,
-        *[Delete(f"k{n:02d}") for n in range(0, 40, 3)],  # chunks shrink and merge
-        *[Put(f"k{n:02d}+", n) for n in range(40)],  # chunks grow and split
-        Put("k01", "changed", idempotency_key="new"),  # a value changes, an idempotency key is evicted
-    )
-    assert snapshot_of(store) != expected
-    written = io.BytesIO()
-    writer(written)
-    assert written.getvalue() == expected
-
-
-def test_object_member_order_survives_a_snapshot() -> None:
-    store = store_with(Put("k", {"z": 1, "a": 2}))
-    copy = restored(snapshot_of(store))
-    value = copy.get("k")
-    assert value is not None and isinstance(value.value, dict)
-    assert list(value.value) == ["z", "a"]
-
-
-def test_lone_surrogates_from_escapes_survive_a_snapshot() -> None:
-    store = KVStore()
-    assert store.apply(1, b'{"op":"put","key":"k","value":"\\ud800"}') == Ok("k", "\ud800", 1)
-    put = b'{"op":"put","key":"j","value":["\\udfff"],"idempotency_key":"\\ud800"}'
-    assert store.apply(2, put) == Ok("j", ["\udfff"], 2)
-    copy = restored(snapshot_of(store))
-    assert snapshot_of(copy) == snapshot_of(store)
-    assert copy.get("k") == KeyValue("k", "\ud800", 1, 1, 1)
-    assert copy.apply(3, put) == Ok("j", ["\udfff"], 2)  # the idempotency key was kept
-
-
-DEEPEST: Final[JSONValue] = json.loads("[" * (MAX_COMMAND_NESTING - 1) + "]" * (MAX_COMMAND_NESTING - 1))
-
-
-@pytest.mark.parametrize(
-    "value",
-    [2**64, -(2**200), 10**4000, 1e300, -0.0, 5e-324, "é\U0001f600\x00", {"": {"a": [None]}}, DEEPEST],
-    ids=["2**64", "-2**200", "10**4000", "1e300", "-0.0", "5e-324", "non-ascii", "object", "deepest"],
-)
-def test_any_value_a_command_can_carry_survives_a_snapshot(value: JSONValue) -> None:
-    # The value is in the table, in an Ok and in a PreconditionFailed's current.
-    store = store_with(Put("k", value, idempotency_key="i"), Put("k", 1, prev_value=[], idempotency_key="j"))
-    copy = restored(snapshot_of(store))
-    kv = copy.get("k")
-    assert kv is not None and json.dumps(kv.value) == json.dumps(value)
-    assert snapshot_of(copy) == snapshot_of(store)
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        b"",
-        b"[]",
-        b'{"format":2}',
-        b'{"format":1,"applied_index":0,"revision":0,"idempotency_capacity":0,"keys":[],"idempotency":[]}',
-        b'{"format":1,"applied_index":0,"revision":0,"idempotency_capacity":1,"keys":[["b",1,1,1,1],["a",1,1,1,1]],'
-        b'"idempotency":[]}',
-        b'{"format":1,"applied_index":0,"revision":0,"idempotency_capacity":1,"keys":[["a",1,1,1]],"idempotency":[]}',
-        b'{"format":1,"applied_index":0,"revision":0,"idempotency_capacity":1,"keys":[],'
-        b'"idempotency":[["i",["ok","k",1,1]],["j",["ok","k",1,1]]]}',
-        b'{"format":1,"applied_index":0,"revision":0,"idempotency_capacity":1,"keys":[],'
-        b'"idempotency":[["i",["maybe","k",1]]]}',
-    ],
-)
-def test_restore_rejects_what_snapshot_did_not_write(data: bytes) -> None:
-    with pytest.raises(SnapshotDecodeError):
-        restored(data)
-
-
-# --- the snapshot format --------------------------------------------------------------------------------
-
-PREFIX = b"RKVS" + (2).to_bytes(4, "big")  # magic and format number
-
-
-def frame(body: object) -> bytes:
-    """One frame as the format lays it out: body length, CRC-32 of the body, the body as JSON."""
-    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
-    return struct.pack(">II", len(data), zlib.crc32(data)) + data
-
-
-def snapshot_bytes(frames: Sequence[object]) -> bytes:
-    return PREFIX + b"".join(map(frame, frames))
-
-
-def frame_bodies(data: bytes) -> list[Any]:
-    """The parsed frames of a snapshot (the inverse of ``snapshot_bytes``)."""
-    assert data.startswith(PREFIX)
-    bodies, at = [], len(PREFIX)
-    while at < len(data):
-        length, _ = struct.unpack_from(">II", data, at)
-        bodies.append(json.loads(data[at + 8 : at + 8 + length].decode("utf-8", "surrogatepass")))
-        at += 8 + length
-    return bodies
-
-
-def header(**fields: object) -> dict[str, object]:
-    return {
-        "applied_index": 3,
-        "revision": 3,
-        "idempotency_capacity": 2,
-        "keys": 2,
-        "idempotency": 1,
-    } | fields
-
-
-def key_frame(**columns: list[Any]) -> list[list[Any]]:
-    """Two keys, a (put at 1, updated at 3) and b (put at 2); ``columns`` replace some."""
-    frame: dict[str, list[Any]] = {
-        "keys": ["a", "b"],
-        "values": [1, [2]],
-        "create": [1, 2],
-        "mod": [3, 2],
-        "version": [2, 1],
-    }
-    return list((frame | columns).values())
-
-
-RESULTS_FRAME: list[list[Any]] = [["i"], [["ok", "a", 1, 3]]]
-VALID: list[object] = [header(), key_frame(), RESULTS_FRAME]
-
-
-def test_the_hand_built_snapshot_is_what_the_store_writes() -> None:
-    store = restored(snapshot_bytes(VALID))
-    assert store.range() == [KeyValue("a", 1, 1, 3, 2), KeyValue("b", [2], 2, 2, 1)]
-    assert store.apply(4, encode_command(Put("x", 0, idempotency_key="i"))) == Ok("a", 1, 3)
-    assert snapshot_of(restored(snapshot_bytes(VALID))) == snapshot_bytes(VALID)
-
-
-INVALID: dict[str, Sequence[object]] = {
-    "header-not-an-object": [list(header().values()), key_frame(), RESULTS_FRAME],
-    "header-missing-a-field": [
-        {k: v for k, v in header().items() if k != "revision"},
-        key_frame(),
-        RESULTS_FRAME,
-    ],
-    "header-extra-field": [header(more=1), key_frame(), RESULTS_FRAME],
-    "header-negative-index": [header(applied_index=-1), key_frame(), RESULTS_FRAME],
-    "header-boolean-count": [header(idempotency=True), key_frame(), RESULTS_FRAME],
-    "zero-capacity": [header(idempotency_capacity=0, idempotency=0), key_frame()],
-    "over-capacity": [
-        header(idempotency_capacity=1, idempotency=2),
-        key_frame(),
-        [["i", "j"], RESULTS_FRAME[1] * 2],
-    ],
-    "more-keys-than-counted": [header(keys=1), key_frame(), RESULTS_FRAME],
-    "fewer-keys-than-counted": [header(keys=3), key_frame(), RESULTS_FRAME],
-    "empty-key-frame": [header(), key_frame(keys=[], values=[], create=[], mod=[], version=[]), *VALID[1:]],
-    "empty-idempotency-frame": [header(), key_frame(), [[], []], RESULTS_FRAME],
-    "columns-of-unequal-length": [header(), key_frame(values=[1]), RESULTS_FRAME],
-    "key-frame-not-columns": [header(), {"keys": ["a", "b"]}, RESULTS_FRAME],
-    "keys-descending": [header(), key_frame(keys=["b", "a"]), RESULTS_FRAME],
-    "keys-repeated": [header(), key_frame(keys=["a", "a"]), RESULTS_FRAME],
-    "keys-descending-across-frames": [
-        header(),
-        key_frame(keys=["b"], values=[1], create=[1], mod=[1], version=[1]),
-        key_frame(keys=["a"], values=[1], create=[2], mod=[2], version=[1]),
-        RESULTS_FRAME,
-    ],
-    "empty-key": [header(), key_frame(keys=["", "b"]), RESULTS_FRAME],
-    "non-string-key": [header(), key_frame(keys=[1, "b"]), RESULTS_FRAME],
-    "lone-surrogate-in-key": [header(), key_frame(keys=["a", "\ud800"]), RESULTS_FRAME],
-    "float-revision": [header(), key_frame(create=[1.0, 2]), RESULTS_FRAME],
-    "boolean-version": [header(), key_frame(version=[True, 1]), RESULTS_FRAME],
-    "revision-zero": [header(), key_frame(create=[0, 2]), RESULTS_FRAME],
-    "created-after-modified": [header(), key_frame(create=[1, 3]), RESULTS_FRAME],
-    "modified-after-the-store-revision": [header(), key_frame(mod=[4, 2]), RESULTS_FRAME],
-    "version-zero": [header(), key_frame(version=[0, 1]), RESULTS_FRAME],
-    "revision-beyond-64-bits": [header(revision=2**64), key_frame(mod=[2**64, 2]), RESULTS_FRAME],
-    "value-nested-too-deep": [
-        header(),
-        key_frame(values=[1, json.loads("[" * 100 + "]" * 100)]),
-        RESULTS_FRAME,
-    ],
-    "idempotency-key-repeated": [header(idempotency=2), key_frame(), [["i", "i"], RESULTS_FRAME[1] * 2]],
-    "more-results-than-counted": [header(), key_frame(), [["i", "j"], RESULTS_FRAME[1] * 2]],
-    "idempotency-key-not-a-string": [header(), key_frame(), [[7], RESULTS_FRAME[1]]],
-    "unknown-result": [header(), key_frame(), [["i"], [["maybe", "a", 3]]]],
-    "fewer-results-than-counted": [header(idempotency=2), key_frame(), RESULTS_FRAME],
-    "missing-frame": [header(), key_frame()],
-    "frame-after-the-end": [*VALID, RESULTS_FRAME],
-}
-
-
-@pytest.mark.parametrize("frames", INVALID.values(), ids=INVALID.keys())
-def test_restore_rejects_frames_the_store_did_not_write_and_changes_nothing(frames: Sequence[object]) -> None:
-    store = store_with(Put("k", 1, idempotency_key="i"))
-    before = snapshot_of(store)
-    with pytest.raises(SnapshotDecodeError):
-        store.restore(io.BytesIO(snapshot_bytes(frames)))
-    assert snapshot_of(store) == before
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        b"",
-        PREFIX,
-        PREFIX[:4] + (3).to_bytes(4, "big") + snapshot_bytes(VALID)[len(PREFIX) :],  # another format
-        b'{"format":1,"applied_index":0,"revision":0,"idempotency_capacity":1,"keys":[],"idempotency":[]}',
-        PREFIX + struct.pack(">II", 8, zlib.crc32(b"not json")) + b"not json",
-        snapshot_bytes(VALID) + b"\n",
-    ],
-    ids=["empty", "prefix-only", "format-3", "format-1", "body-not-json", "trailing-byte"],
-)
-def test_restore_rejects_other_formats(data: bytes) -> None:
-    with pytest.raises(SnapshotDecodeError):
-        restored(data)
-
-
-@given(st.binary())
-def test_restore_rejects_garbage(data: bytes) -> None:
-    for candidate in (data, PREFIX + data, PREFIX + frame(header()) + data):
-        with pytest.raises(SnapshotDecodeError):
-            restored(candidate)
-
-
-@pytest.fixture
-def small_frames(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Three rows per frame, so that a few keys and idempotency entries make several frames."""
-    monkeypatch.setattr(raftkv.kv, "_FRAME_ROWS", 3)
-
-
-def several_frames_snapshot() -> bytes:
-    store = store_with(*[Put(f"k{n}", "v" * n, idempotency_key=f"i{n}") for n in range(7)], capacity=5)
-    data = snapshot_of(store)
-    assert len(frame_bodies(data)) == 1 + 3 + 2
-    return data
-
-
-def test_every_truncation_is_rejected(small_frames: None) -> None:
-    data = several_frames_snapshot()
-    for end in range(len(data)):
-        with pytest.raises(SnapshotDecodeError):
-            restored(data[:end])
-
-
-def test_every_changed_byte_is_rejected(small_frames: None) -> None:
-    data = several_frames_snapshot()
-    for at in range(len(data)):
-        for flip in (0x01, 0x80):
-            with pytest.raises(SnapshotDecodeError):
-                restored(data[:at] + bytes([data[at] ^ flip]) + data[at + 1 :])
-
-
-def test_a_snapshot_of_many_frames_restores_equal() -> None:
-    keys, remembered = 2500, 1200
-    rows = raftkv.kv._FRAME_ROWS
-    assert rows < remembered < keys  # several frames of each kind
-    store = store_with(
-        *[Put(f"k{n:05d}", n, idempotency_key=f"i{n}" if n < remembered else None) for n in range(keys)],
-        capacity=remembered,
-    )
-    data = snapshot_of(store)
-    assert len(frame_bodies(data)) == 1 + -(-keys // rows) + -(-remembered // rows)
-    copy = restored(data)
-    assert snapshot_of(copy) == data
-    assert copy.range() == store.range()
-    assert all(copy.get(kv.key) == kv for kv in store.range())
-    for replica in (store, copy):
-        assert run(replica, Put("k00007", "again", idempotency_key="i7")) == [Ok("k00007", 7, 8)]
-
-
-def test_frames_are_halved_until_small_unless_one_row(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(raftkv.kv, "_FRAME_BYTES", 200)
-    store = store_with(*[Put(f"k{n:02d}", "v" * (n * 10)) for n in range(40)])
-    data = snapshot_of(store)
-    key_frames = frame_bodies(data)[1:]
-    assert sum(len(f[0]) for f in key_frames) == 40
-    assert all(len(frame(f)) <= 8 + 200 or len(f[0]) == 1 for f in key_frames)
-    assert any(len(f[0]) > 1 for f in key_frames) and any(len(frame(f)) > 8 + 200 for f in key_frames)
-    assert snapshot_of(restored(data)) == data
-
-
-def test_replicas_write_identical_bytes_over_many_frames_and_chunks(
-    small_chunks: None, small_frames: None
-) -> None:
-    rng = random.Random(5)
-    history: list[bytes | None] = []
-    for n in range(400):
-        key, idempotency_key = f"k{rng.randrange(60)}", rng.choice([None, f"i{rng.randrange(30)}"])
-        command = Delete(key) if rng.random() < 0.3 else Put(key, n, idempotency_key=idempotency_key)
-        history.append(encode_command(command))
-    one, two = KVStore(idempotency_capacity=8), KVStore(idempotency_capacity=8)
-    apply_all(one, history)
-    apply_all(two, history[:150])
-    three = restored(snapshot_of(two))  # its chunks are cut where the frames were, not where splits were
-    apply_all(two, history[150:])
-    apply_all(three, history[150:])
-    assert len(frame_bodies(snapshot_of(one))) > 10
-    assert snapshot_of(one) == snapshot_of(two) == snapshot_of(three)
+def test_range_starts_after_a_key_within_the_prefix() -> None:
+    store = store_with(*[Put(key, 0) for key in ["a", "a\0", "a/1", "a/2", "a/3", "b"]])
+    assert [kv.key for kv in store.range("a/", start_after="a/1")] == ["a/2", "a/3"]
+    assert [kv.key for kv in store.range("", start_after="a")] == ["a\0", "a/1", "a/2", "a/3", "b"]
+    assert [kv.key for kv in store.range("a/", start_after="")] == ["a/1", "a/2", "a/3"]  # below the prefix
+    assert store.range("a/", start_after="a/3") == store.range("a/", start_after="z") == []
+
+
+def test_pages_walk_a_prefix_in_order() -> None:
+    keys = [f"p/{n:02d}" for n in range(7)]
+    store = store_with(*[Put(key, n) for n, key in enumerate(keys)], Put("q", 0))
+    seen, start_after = [], None
+    while True:
+        page = store.page("p/", 3, start_after)
+        seen += [kv.key for kv in page.items]
+        if page.next is None:
+            break
+        assert page.next == page.items[-1].key
+        start_after = page.next
+    assert seen == keys
+    assert store.page("p/", 7) == Page(store.range("p/"), None)  # exactly full: no next page
+    assert store.page("p/", 6).next == "p/05"
+    with pytest.raises(ValueError):
+        store.page("p/", 0)
