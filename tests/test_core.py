@@ -191,6 +191,17 @@ def test_a_leader_applies_a_command_only_after_a_quorum_stored_it() -> None:
     assert cluster.raft("n3").log.last_index < index  # one follower was enough
 
 
+def test_followers_are_told_a_new_commit_index_at_once_not_at_the_next_heartbeat() -> None:
+    """§5.3 lets followers learn the commit index from any later AppendEntries; the leader sends it as soon
+    as it moves (as etcd does), so a follower can answer reads and forwarded writes without waiting."""
+    cluster = elected()
+    index, _ = cluster.act("n1", lambda raft: raft.propose(b"x"))
+    cluster.deliver_all(lambda m: m.dst == "n2" or m.src == "n2")  # committed with n2; no tick since
+    assert cluster.raft("n1").log.committed == cluster.raft("n2").log.committed == index
+    cluster.deliver_all()
+    assert cluster.raft("n3").log.committed == index
+
+
 def crash_n3_while_n1_commits(cluster: Cluster) -> None:
     """n3 is down while n1 commits three commands with n2; what was on its way to n3 is lost."""
     cluster.crash("n3")

@@ -137,6 +137,7 @@ class Progress:
     acked_seq: int = 0
     match_at_heartbeat: int = -1  # match at the previous heartbeat, to spot a follower that stalled
     stalled_heartbeats: int = 0
+    sent_commit: int = 0  # the highest commit index sent to it (as far as its log is known to go)
 
     def become_probe(self, next_index: int) -> None:
         self.state, self.next, self.paused = ProgressState.PROBE, max(next_index, self.match + 1), False
@@ -327,6 +328,8 @@ class Raft:
         if self.read_round_requested:
             self.read_round_requested = False
             self._broadcast_heartbeat()
+        if self.role is Role.LEADER:
+            self._tell_commit()
         hs = self.hard_state
         ready = Ready(
             hard_state=hs if hs != self._persisted_hs else None,
@@ -528,7 +531,7 @@ class Raft:
                 pr.next = max(pr.next, match + 1)
             else:
                 pr.become_replicate()
-            self._maybe_commit()  # followers learn the new commit index with their next batch or heartbeat
+            self._maybe_commit()  # followers learn a new commit index at the next ``ready`` (_tell_commit)
             if self.role is not Role.LEADER or peer not in self.progress:
                 return  # the commit ended our leadership, or removed this peer from the configuration
             if peer == self.transfer_target and pr.match == self.log.last_index:
@@ -810,9 +813,21 @@ class Raft:
             anchor = pr.match if self.log.term_at(pr.match) is not None else 0  # index 0 matches every log
             self._send_entries(peer, anchor, (), min(pr.match, self.log.committed))
 
+    def _tell_commit(self) -> None:
+        """Send each follower a commit index it has not been sent, in an empty AppendEntries anchored at its
+        match point (which always passes the consistency check), rather than leave it to the next batch or
+        heartbeat: a follower serving reads, or answering a write it forwarded, waits for it. Batches already
+        going out in this Ready carry it, so they need no extra message."""
+        for peer, pr in self.progress.items():
+            commit = min(pr.match, self.log.committed)
+            if commit > pr.sent_commit and self.log.term_at(pr.match) is not None:
+                self._send_entries(peer, pr.match, (), commit)
+
     def _send_entries(self, peer: NodeId, prev: int, entries: tuple[Entry, ...], commit: int) -> None:
         prev_term = self.log.term_at(prev)
         assert prev_term is not None, f"entry {prev} is compacted"
+        pr = self.progress[peer]
+        pr.sent_commit = max(pr.sent_commit, min(commit, prev + len(entries)))
         self._send(
             AppendEntries(
                 term=self.term,
