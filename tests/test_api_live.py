@@ -6,6 +6,7 @@ is refused with 401 and the cluster under test stays undisturbed."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import hypothesis
@@ -28,6 +29,12 @@ def live_schema(cluster_urls: list[str]) -> schemathesis.BaseSchema:
 
 
 schema = schemathesis.pytest.from_fixture("live_schema")
+
+
+@schemathesis.serializer("application/x-ndjson")
+def ndjson(ctx: object, value: object) -> bytes:
+    """A /raft/stream body: one JSON value per line (here, the one message schemathesis made up)."""
+    return json.dumps(value).encode() + b"\n"
 
 
 @schema.parametrize()
