@@ -28,11 +28,11 @@ import trio
 
 from raftkv.backup import BackupHeader, write_data
 from raftkv.config import NodeConfig
+from raftkv.forwarding import Forward, Forwarder, ForwardReply, PeerMessage
 from raftkv.machine import StateMachine
 from raftkv.raft.core import Config, MembershipChangeRefused, NotLeader, Raft, bootstrap
 from raftkv.raft.membership import Membership
 from raftkv.raft.types import (
-    AnyMessage,
     AppendEntries,
     AppendEntriesReply,
     Entry,
@@ -70,7 +70,7 @@ class MessageTransport(Protocol):
     def set_routes(self, routes: dict[NodeId, str]) -> None:
         """Send to exactly these peers from now on (id -> how to reach it); called when the membership changes."""
 
-    def send(self, message: AnyMessage) -> None:
+    def send(self, message: PeerMessage) -> None:
         """Queue ``message`` for ``message.dst`` without blocking (dropping it is allowed). An InstallSnapshot
         goes out only after the transport has shipped the snapshot's data to its destination."""
 
@@ -87,11 +87,14 @@ class NodeStopped(Exception):
     stops, as etcd panics: carrying on with a half-updated core could break safety. The cause is chained."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Waiter:
-    """A client waiting for its proposal (or read) to take effect."""
+    """A client waiting for its proposal (or read) to take effect; a proposal's entry is at (index, term)
+    once placed (a forwarded write is placed when the leader answers)."""
 
     term: int = 0
+    index: int | None = None
+    trace: StageClock | None = None
     done: trio.Event = field(default_factory=trio.Event)
     result: object = None
     error: str | None = None
@@ -155,6 +158,9 @@ class RaftNode(Generic[M]):
         self._traced: dict[int, StageClock] = {}  # proposals whose client asked for X-Raft-Trace, by index
         self._reads: list[tuple[int, _Waiter]] = []  # waiting for the apply loop to reach an index
         self._apply_send, self._apply_recv = trio.open_memory_channel[_ApplyWork](APPLY_BACKLOG)
+        self._forwarder = Forwarder(
+            config.id, rng, self._forward_target, transport.send, self._placed_by_leader, self._refused
+        )
 
     # --- who is where ----------------------------------------------------------------------------------
 
@@ -192,11 +198,17 @@ class RaftNode(Generic[M]):
 
     # --- what the HTTP layer calls ---------------------------------------------------------------------
 
-    def deliver(self, *messages: AnyMessage) -> None:
-        """Raft messages from a peer, in order (the HTTP handler answers 202 at once; replies travel on
-        their own). An InstallSnapshot whose data has not arrived in full is dropped: the core must not take
-        a snapshot the storage cannot restore (the leader sends it again)."""
+    def deliver(self, *messages: PeerMessage) -> None:
+        """Messages from a peer, in order (replies travel on their own). An InstallSnapshot whose data has not
+        arrived in full is dropped: the core must not take a snapshot the storage cannot restore (the leader
+        sends it again). Forwarded writes, and the answers to ours, are the node's business, not the core's."""
         for message in messages:
+            if isinstance(message, Forward):
+                self._serve_forward(message)
+                continue
+            if isinstance(message, ForwardReply):
+                self._forwarder.answer(message)
+                continue
             if isinstance(message, InstallSnapshot) and self.storage.snapshot_data(message.snapshot) is None:
                 log.warning("dropped a snapshot from %s whose data has not arrived", message.src)
                 continue
@@ -207,27 +219,36 @@ class RaftNode(Generic[M]):
         self._wake()
 
     async def write(self, command: bytes, trace: StageClock | None = None) -> object:
-        """Replicate an encoded command and return the state machine's outcome once applied here; ``trace``
-        is marked at each stage the entry passes (see ``raftkv.trace``).
+        """Replicate an encoded command and return the state machine's outcome once applied here. On a
+        follower the command goes to the leader over the peer channel (``raftkv.forwarding``) and the outcome
+        is this node's own, once it has applied the entry. ``trace`` is marked at each stage the entry passes
+        (see ``raftkv.trace``).
 
-        Raises NotLeader or Unavailable."""
+        Raises NotLeader (no leader is known, or leadership is being handed over) or Unavailable."""
+        waiter = _Waiter(trace=trace)
         with self._invariant(f"proposing {command!r:.200}"):
-            index, term = self.core.propose(command)
-        if trace is None:
-            return await self._applied(index, term, "the write was not committed in time (it may still be)")
-        trace.mark("proposed")
-        self._traced[index] = trace
-        try:
-            return await self._applied(index, term, "the write was not committed in time (it may still be)")
-        finally:
-            del self._traced[index]
+            try:
+                index, term = self.core.propose(command)
+            except NotLeader as e:
+                if self._forward_target() is None or e.leader is None:
+                    raise
+                index = term = 0
+        if index:
+            self._place(waiter, index, term, "proposed")
+        else:
+            if trace is not None:
+                trace.mark("forwarded")
+            self._forwarder.submit(command, waiter)
+        return await self._applied(waiter, "the write was not committed in time (it may still be)")
 
     async def change_membership(self, target: Membership) -> Membership:
         """Make ``target`` the configuration, returning once it is committed -- for a joint configuration,
         once the leader has left it for the new one. Raises NotLeader, Unavailable or MembershipChangeRefused."""
         with self._invariant(f"changing the membership to {target}"):
             index, term = self.core.change_membership(target)
-        await self._applied(index, term, "the membership change was not committed in time (it may still be)")
+        waiter = _Waiter()
+        self._place(waiter, index, term)
+        await self._applied(waiter, "the membership change was not committed in time (it may still be)")
         if target.joint:
             await self._until(
                 lambda: (
@@ -571,19 +592,66 @@ class RaftNode(Generic[M]):
         self.core.report_unreachable(peer)
         self._wake()
 
-    async def _applied(self, index: int, term: int, timeout_message: str) -> object:
-        """Wait for the entry proposed at (``index``, ``term``) to be applied; its outcome."""
-        waiter = _Waiter(term=term)
+    def _place(self, waiter: _Waiter, index: int, term: int, stage: str = "accepted") -> None:
+        """``waiter``'s entry is at (``index``, ``term``): the apply loop answers it from there."""
+        if index <= self.machine.applied_index:  # a forwarded write's answer came after its entry was applied
+            waiter.finish(
+                error="the outcome of the write is unknown (applied before it was known where): retry"
+            )
+            return
         overwritten = self._proposals.get(index)
         if overwritten is not None:  # our earlier proposal at this index was truncated by another leader
             overwritten.finish(error="leadership changed before the write committed; it was not applied")
+        waiter.index, waiter.term = index, term
         self._proposals[index] = waiter
+        if waiter.trace is not None:
+            waiter.trace.mark(stage)
+            self._traced[index] = waiter.trace
+
+    def _placed_by_leader(self, write: object, index: int, term: int) -> None:
+        assert isinstance(write, _Waiter)
+        self._place(write, index, term)
+
+    def _refused(self, write: object, reason: str) -> None:
+        assert isinstance(write, _Waiter)
+        write.finish(error=reason)
+
+    def _forward_target(self) -> tuple[NodeId, int] | None:
+        """The leader to forward writes to, and our term: None when we lead, or know of no leader we can reach."""
+        leader = self.core.leader_id
+        if leader is None or leader == self.config.id or self.route(leader) is None:
+            return None
+        return leader, self.core.term
+
+    def _serve_forward(self, forward: Forward) -> None:
+        """A follower's writes: append them all (in a row, in our term) and tell it where they landed. The answer
+        is queued before the entries go out, so the follower knows them before it can apply them."""
+        first: int | None = None
+        try:
+            with self._invariant(f"appending {len(forward.commands)} writes forwarded by {forward.src}"):
+                for command in forward.commands:
+                    index, _ = self.core.propose(command)
+                    first = first or index
+        except NotLeader:
+            first = None
+        self.transport.send(
+            ForwardReply(
+                term=self.core.term, src=self.config.id, dst=forward.src, seq=forward.seq, index=first
+            )
+        )
+
+    async def _applied(self, waiter: _Waiter, timeout_message: str) -> object:
+        """Wait for ``waiter``'s entry (placed, or to be placed once forwarded) to be applied; its outcome."""
         self._wake()
         try:
             await self._wait(waiter, timeout_message)
         finally:
-            if self._proposals.get(index) is waiter:
-                del self._proposals[index]
+            if waiter.index is None:
+                self._forwarder.abandon(waiter)
+            elif self._proposals.get(waiter.index) is waiter:
+                del self._proposals[waiter.index]
+            if waiter.index is not None and waiter.trace is not None:
+                self._traced.pop(waiter.index, None)
         return waiter.result
 
     async def _wait(self, waiter: _Waiter, timeout_message: str) -> None:

@@ -27,8 +27,9 @@ from urllib.parse import urlencode
 
 import trio
 
+from raftkv.forwarding import PeerMessage
 from raftkv.peer_http import PeerConnection, PeerError, PeerStream
-from raftkv.raft.types import AnyMessage, InstallSnapshot, NodeId, Snapshot
+from raftkv.raft.types import InstallSnapshot, NodeId, Snapshot
 from raftkv.wire import (
     MAX_BATCH_MESSAGES,
     RAFT_STREAM_PATH,
@@ -52,7 +53,7 @@ SnapshotSource = Callable[[Snapshot], Awaitable[tuple[BinaryIO, int, int]]]
 @dataclass
 class _Peer:
     url: str
-    queue: tuple[trio.MemorySendChannel[AnyMessage], trio.MemoryReceiveChannel[AnyMessage]]
+    queue: tuple[trio.MemorySendChannel[PeerMessage], trio.MemoryReceiveChannel[PeerMessage]]
     sender: trio.CancelScope = field(default_factory=trio.CancelScope)
     shipping: tuple[trio.CancelScope, Snapshot] | None = None
 
@@ -79,10 +80,10 @@ class Transport:
                 self._stop(self._peers.pop(node))
         for node, url in routes.items():
             if node not in self._peers:
-                self._peers[node] = _Peer(url, trio.open_memory_channel[AnyMessage](QUEUE_LIMIT))
+                self._peers[node] = _Peer(url, trio.open_memory_channel[PeerMessage](QUEUE_LIMIT))
                 self._start(node)
 
-    def send(self, message: AnyMessage) -> None:
+    def send(self, message: PeerMessage) -> None:
         """Queue ``message`` for its destination without blocking. A full queue drops it and tells the core,
         which then stops assuming its pipelined messages arrive."""
         peer = self._peers.get(message.dst)
@@ -207,7 +208,7 @@ async def _ship_data(
             raise PeerError(f"the receiver wants data beyond the end ({offset} of {size})")
 
 
-def _batch(first: AnyMessage, receive: trio.MemoryReceiveChannel[AnyMessage]) -> bytes:
+def _batch(first: PeerMessage, receive: trio.MemoryReceiveChannel[PeerMessage]) -> bytes:
     """One chunk of the stream: ``first`` and what else is queued (up to MAX_BATCH_MESSAGES, and about
     MAX_BATCH_BYTES), one message per line."""
     encoded = [dump_raft_message(first)]
@@ -222,7 +223,7 @@ def _batch(first: AnyMessage, receive: trio.MemoryReceiveChannel[AnyMessage]) ->
     return b"\n".join(encoded)
 
 
-def _drain(receive: trio.MemoryReceiveChannel[AnyMessage]) -> None:
+def _drain(receive: trio.MemoryReceiveChannel[PeerMessage]) -> None:
     """Drop every message already waiting in the queue."""
     while True:
         try:

@@ -1,6 +1,7 @@
-"""The Raft wire codec: how core messages travel between nodes as JSON, for the transport and the API alike.
+"""The peer wire codec: how Raft's messages (and forwarded writes) travel between nodes as JSON, for the
+transport and the API alike.
 
-One pydantic model per core message, named as in openapi.yaml's component schemas. Parsing is strict: the wire
+One pydantic model per message, named as in openapi.yaml's component schemas. Parsing is strict: the wire
 is untrusted, so ``"5"`` is not 5 and an unknown field is an error; every failure is a
 ``pydantic.ValidationError``. Both ends import this module, so the transport needs nothing from the HTTP app.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import functools
 import operator
+from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 
 from pydantic import (
@@ -23,9 +25,9 @@ from pydantic import (
     model_validator,
 )
 
+from raftkv.forwarding import MAX_FORWARDED, Forward, ForwardReply, PeerMessage
 from raftkv.raft.membership import Membership, MembershipError
 from raftkv.raft.types import (
-    AnyMessage,
     AppendEntries,
     AppendEntriesReply,
     Entry,
@@ -162,7 +164,7 @@ class RaftMessageModel(StrictInput):
     ``dump_raft_message`` and ``parse_raft_message``, which pick the model from the message.
     """
 
-    core_type: ClassVar[type[AnyMessage]]
+    core_type: ClassVar[type[PeerMessage]]
 
     term: NonNegativeInt
     src: NodeIdField
@@ -175,13 +177,13 @@ class RaftMessageModel(StrictInput):
         return str(value)
 
     @classmethod
-    def from_core(cls, message: AnyMessage) -> Self:
+    def from_core(cls, message: PeerMessage) -> Self:
         if type(message) is not cls.core_type:
             raise TypeError(f"{cls.__name__} wraps {cls.core_type.__name__}, not {type(message).__name__}")
         fields = {name: _to_wire_value(getattr(message, name)) for name in message.__dataclass_fields__}
         return cls.model_validate({"type": cls.tag(), **fields})
 
-    def to_core(self) -> AnyMessage:
+    def to_core(self) -> PeerMessage:
         fields: dict[str, Any] = {
             name: _to_core_value(getattr(self, name)) for name in self.core_type.__dataclass_fields__
         }
@@ -292,6 +294,24 @@ class ReadIndexReplyModel(RaftMessageModel):
     index: NonNegativeInt | None
 
 
+class ForwardModel(RaftMessageModel):
+    model_config = ConfigDict(title="Forward")
+    core_type = Forward
+
+    type: Literal["forward"]
+    seq: NonNegativeInt
+    commands: Annotated[tuple[Base64Bytes, ...], Field(min_length=1, max_length=MAX_FORWARDED)]
+
+
+class ForwardReplyModel(RaftMessageModel):
+    model_config = ConfigDict(title="ForwardReply")
+    core_type = ForwardReply
+
+    type: Literal["forward_reply"]
+    seq: NonNegativeInt
+    index: PositiveInt | None
+
+
 def _discriminated(*models: type[RaftMessageModel]) -> TypeAdapter[RaftMessageModel]:
     """A parser of any of ``models``, choosing by ``type`` (so errors name only the fields of that one)."""
     if len(models) == 1:
@@ -310,8 +330,10 @@ RAFT_MODELS: tuple[type[RaftMessageModel], ...] = (
     TimeoutNowModel,
     ReadIndexRequestModel,
     ReadIndexReplyModel,
+    ForwardModel,
+    ForwardReplyModel,
 )
-_MODEL_BY_CORE: dict[type[AnyMessage], type[RaftMessageModel]] = {
+_MODEL_BY_CORE: dict[type[PeerMessage], type[RaftMessageModel]] = {
     model.core_type: model for model in RAFT_MODELS
 }
 _ANY_MESSAGE_PARSER = _discriminated(*RAFT_MODELS)
@@ -331,29 +353,30 @@ RaftMessage = Annotated[
     | InstallSnapshotModel
     | TimeoutNowModel
     | ReadIndexRequestModel
-    | ReadIndexReplyModel,
+    | ReadIndexReplyModel
+    | ForwardModel
+    | ForwardReplyModel,
     Field(discriminator="type"),
 ]
 
 
 class RaftMessageBatch(StrictInput):
-    """Several messages from one node to another, in order: what the transport sends when messages queued up
-    while the previous POST was under way, so a slow link costs one round trip per batch, not per message."""
+    """Several messages from one node to another, in order, in one request (``POST /raft/messages``)."""
 
     messages: Annotated[list[RaftMessage], Field(min_length=1, max_length=MAX_BATCH_MESSAGES)]
 
 
-def dump_raft_batch(messages: list[AnyMessage]) -> bytes:
+def dump_raft_batch(messages: Sequence[PeerMessage]) -> bytes:
     """The JSON body of ``POST /raft/messages`` carrying ``messages``."""
     return b'{"messages":[' + b",".join(dump_raft_message(message) for message in messages) + b"]}"
 
 
-def parse_raft_batch(raw: bytes | str) -> list[AnyMessage]:
+def parse_raft_batch(raw: bytes | str) -> list[PeerMessage]:
     """The messages of a batch body, in order, or ValidationError."""
     return [model.to_core() for model in RaftMessageBatch.model_validate_json(raw).messages]
 
 
-def dump_raft_frames(messages: list[AnyMessage]) -> bytes:
+def dump_raft_frames(messages: Sequence[PeerMessage]) -> bytes:
     """Messages as the lines of a ``/raft/stream`` body."""
     return b"".join(dump_raft_message(message) + b"\n" for message in messages)
 
@@ -382,11 +405,11 @@ class FrameReader:
         return [line for line in lines if line]
 
 
-def dump_raft_message(message: AnyMessage) -> bytes:
+def dump_raft_message(message: PeerMessage) -> bytes:
     """The JSON that carries ``message``."""
     return _MODEL_BY_CORE[type(message)].from_core(message).model_dump_json().encode()
 
 
-def parse_raft_message(raw: bytes | str) -> AnyMessage:
+def parse_raft_message(raw: bytes | str) -> PeerMessage:
     """The core message in JSON, or ValidationError."""
     return _ANY_MESSAGE_PARSER.validate_json(raw).to_core()

@@ -21,9 +21,10 @@ import trio.testing
 from raftkv import kv
 from raftkv.api.app import create_app
 from raftkv.config import NodeConfig
+from raftkv.forwarding import Forward, PeerMessage
 from raftkv.machine import SnapshotWriter, StateMachine
 from raftkv.node import NotLeader, RaftNode, Unavailable
-from raftkv.raft.types import AnyMessage, AppendEntries, Entry, HardState, InstallSnapshot, Snapshot
+from raftkv.raft.types import AppendEntries, Entry, HardState, InstallSnapshot, Snapshot
 from raftkv.storage import MemoryStorage
 from raftkv.trace import TRACE_HEADER, StageClock
 
@@ -48,9 +49,9 @@ class LoopbackNet:
 
     nodes: dict[str, Node] = field(default_factory=dict)
     cut: set[str] = field(default_factory=set)
-    sent: list[AnyMessage] = field(default_factory=list)
+    sent: list[PeerMessage] = field(default_factory=list)
 
-    def deliver(self, message: AnyMessage) -> None:
+    def deliver(self, message: PeerMessage) -> None:
         self.sent.append(message)
         if message.src in self.cut or message.dst in self.cut or message.dst not in self.nodes:
             return
@@ -75,7 +76,7 @@ class LoopbackTransport:
     def set_routes(self, routes: dict[str, str]) -> None:
         self.routes = routes
 
-    def send(self, message: AnyMessage) -> None:
+    def send(self, message: PeerMessage) -> None:
         if message.dst in self.routes:
             self.net.deliver(message)
 
@@ -159,14 +160,39 @@ async def test_elects_a_leader_and_replicates_a_write(autojump_clock: trio.testi
         assert {n.machine.get("a").value for n in net.nodes.values()} == {1}
 
 
-async def test_follower_refuses_writes_and_names_the_leader(autojump_clock: trio.testing.MockClock) -> None:
+async def test_a_follower_forwards_writes_and_answers_with_its_own_outcome(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with cluster() as net:
         leader = await wait_for_leader(net)
         follower = next(n for n in net.nodes.values() if n is not leader)
         await wait_until([follower], lambda: follower.leader is not None)
-        with pytest.raises(NotLeader):
-            await follower.write(put("a", 1))
         assert follower.leader == (leader.config.id, leader.config.advertised_url)
+        sent_before = len(net.sent)
+        results: dict[int, object] = {}
+
+        async def write(i: int) -> None:
+            results[i] = await follower.write(put(f"k{i}", i))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(write, i)
+        forwards = [m for m in net.sent[sent_before:] if isinstance(m, Forward)]
+        assert sum(len(f.commands) for f in forwards) == 20  # (batching: see test_forwarding)
+        for i, result in results.items():
+            assert isinstance(result, kv.Ok) and result.value == i
+            assert leader.machine.get(f"k{i}") == follower.machine.get(f"k{i}")  # the same outcome
+
+
+async def test_a_write_is_refused_while_no_leader_is_known(autojump_clock: trio.testing.MockClock) -> None:
+    async with cluster() as net:
+        leader = await wait_for_leader(net)
+        follower = next(n for n in net.nodes.values() if n is not leader)
+        net.cut.add(leader.config.id)
+        await wait_until([follower], lambda: follower.leader is None or follower.is_leader, timeout=30)
+        if not follower.is_leader:
+            with pytest.raises(NotLeader):
+                await follower.write(put("a", 1))
 
 
 async def test_a_cut_off_follower_does_not_stop_writes(autojump_clock: trio.testing.MockClock) -> None:

@@ -16,7 +16,8 @@ import trio
 from quart import request
 from quart_trio import QuartTrio
 
-from raftkv.raft.types import AnyMessage, TimeoutNow
+from raftkv.forwarding import PeerMessage
+from raftkv.raft.types import TimeoutNow
 from raftkv.transport import QUEUE_LIMIT, Transport
 from raftkv.wire import RAFT_STREAM_PATH, FrameReader, parse_raft_message
 
@@ -25,14 +26,14 @@ class PeerStub:
     """A peer that records every message of every stream it is sent, and can end the open stream."""
 
     def __init__(self) -> None:
-        self.streams: list[list[AnyMessage]] = []
+        self.streams: list[list[PeerMessage]] = []
         self.arrived = trio.Event()  # replaced after each message
         self.end_stream = trio.Event()
         self.app = QuartTrio(__name__)
 
         @self.app.post(RAFT_STREAM_PATH)
         async def receive() -> tuple[dict[str, object], int]:
-            received: list[AnyMessage] = []
+            received: list[PeerMessage] = []
             self.streams.append(received)
             reader = FrameReader()
             with trio.move_on_after(60) as scope:
@@ -51,7 +52,7 @@ class PeerStub:
                             self.arrived = trio.Event()
             return {}, 202
 
-    def messages(self) -> list[AnyMessage]:
+    def messages(self) -> list[PeerMessage]:
         return [m for stream in self.streams for m in stream]
 
     async def wait_for(self, count: int) -> None:

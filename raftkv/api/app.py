@@ -23,7 +23,7 @@ from raftkv.api.asgi import ShieldLastSend
 from raftkv.api.binding import bind
 from raftkv.api.context import Api
 from raftkv.api.errors import error_response, install_error_handlers
-from raftkv.api.router import REVISION_HEADER, TERM_HEADER, LeaderRouter
+from raftkv.api.router import LEADER_HEADER, REVISION_HEADER, TERM_HEADER, LeaderRouter
 from raftkv.node import RaftNode
 from raftkv.trace import TRACE_HEADER, StageClock
 
@@ -85,6 +85,8 @@ def create_app(node: RaftNode[kv.KVStore]) -> QuartTrio:
         if not request.path.startswith(("/raft/", "/docs", "/openapi")):  # as etcd's response header does
             response.headers.setdefault(REVISION_HEADER, str(node.machine.revision))
             response.headers.setdefault(TERM_HEADER, str(node.core.term))
+        if (leader := g.get("relayed_from")) is not None:
+            response.headers[LEADER_HEADER] = " ".join(leader)
         if (trace := g.get("trace")) is not None:
             trace.mark("answered")
             response.headers[TRACE_HEADER] = trace.header()

@@ -69,6 +69,28 @@ class Api:
                 raise unavailable(str(e)) from None
         return await self.router.on_leader(query.redirect, barrier_then_read)
 
+    async def replicate(self, redirect: bool, data: bytes) -> object:
+        """Replicate an encoded command: on the leader, or forwarded by this follower over the peer channel
+        (the answer then names the leader, as a relayed one does); ``redirect`` sends the client there."""
+        if redirect:
+
+            async def on_the_leader() -> object:
+                if not self.node.is_leader:
+                    raise NotLeader(self.node.core.leader_id)
+                return await self.node.write(data)
+
+            return await self.router.on_leader(True, on_the_leader)
+        leader = self.node.leader
+        try:
+            result = await self.node.write(data, g.get("trace"))
+        except NotLeader:
+            raise unavailable("no leader is known at the moment") from None
+        except Unavailable as e:
+            raise unavailable(str(e)) from None
+        if leader is not None and leader[0] != self.node.config.id:
+            g.relayed_from = leader
+        return result
+
     async def write(self, redirect: bool, command: kv.Command) -> kv.WriteResult:
         """Replicate ``command`` through the leader and return its outcome (InvalidCommand becomes a 400)."""
         try:
@@ -78,7 +100,7 @@ class Api:
             data = kv.encode_command(command)
         except kv.CommandEncodeError as e:
             raise Answer(error_response(400, str(e))) from None
-        result = await self.router.on_leader(redirect, lambda: self.node.write(data, g.get("trace")))
+        result = await self.replicate(redirect, data)
         if isinstance(result, kv.InvalidCommand):
             raise Answer(error_response(400, f"invalid command: {result.reason}"))
         assert isinstance(result, kv.WriteResult), result

@@ -17,7 +17,7 @@ from raftkv.api import models
 from raftkv.api.binding import Operations
 from raftkv.api.context import Api
 from raftkv.api.errors import describe, error_response, json_response
-from raftkv.raft.types import AnyMessage
+from raftkv.forwarding import PeerMessage
 
 operations = Operations[Api]()
 
@@ -26,7 +26,7 @@ class Refused(Exception):
     """A message this node must not take; the message says why (a 400)."""
 
 
-def check(api: Api, messages: list[AnyMessage]) -> None:
+def check(api: Api, messages: list[PeerMessage]) -> None:
     """Every message is for this node and from a node it knows of. A node with no configuration yet (it is
     joining) takes messages from any holder of the cluster token: its leader may reach it before it learns
     where its members are."""
