@@ -76,9 +76,9 @@ async def test_follower_forwards_or_redirects_writes(cluster: LocalCluster, http
     assert forwarded.status_code == 200 and forwarded.json()["value"] == "blue"
     assert forwarded.headers["X-Raft-Leader"].split()[0] == leader
     stages = dict(item.split("=") for item in forwarded.headers["X-Raft-Trace"].split(","))
-    assert ["forwarded", "accepted", "committed", "applied"] == [  # on the peer channel, applied here
+    assert [  # on the peer channel, applied here
         stage for stage in stages if stage in ("forwarded", "accepted", "committed", "applied")
-    ]
+    ] == ["forwarded", "accepted", "committed", "applied"]
     assert float(stages["forwarded"]) <= float(stages["applied"]) <= float(stages["answered"])
 
     redirected = await http.put(f"{url}/kv/color?redirect=true", json={"value": "red"})
