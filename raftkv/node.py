@@ -151,6 +151,7 @@ class RaftNode(Generic[M]):
         self._known = dict(self.core.membership.addresses)  # every address any configuration gave, kept
         self._wakeup = trio.Event()
         self._changed = trio.Event()
+        self._applied_more = trio.Event()
         self._failure: BaseException | None = None
         self._failed = trio.Event()
         self._storage_lock = trio.Lock()
@@ -362,6 +363,10 @@ class RaftNode(Generic[M]):
         """Return once the node has next handled a tick, a message or a call (its state may have changed)."""
         await self._changed.wait()
 
+    async def next_apply(self) -> None:
+        """Return once the state machine has next applied entries (or been restored from a snapshot)."""
+        await self._applied_more.wait()
+
     async def wait_applied(self, index: int) -> None:
         """Return once the store has applied the log up to ``index``."""
         waiter = _Waiter()
@@ -480,6 +485,9 @@ class RaftNode(Generic[M]):
                 self._mark_traced("applied", work.entries[-1].index)
             self._confirm_reads(work.read_states)
             self._release_reads()
+            if work.entries or work.snapshot:
+                self._applied_more.set()
+                self._applied_more = trio.Event()
             await self._maybe_snapshot()
 
     # --- apply-side helpers ----------------------------------------------------------------------------

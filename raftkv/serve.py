@@ -12,7 +12,7 @@ import hypercorn.trio
 import trio
 from quart_trio import QuartTrio
 
-from raftkv.api.app import begin_draining, create_app
+from raftkv.api.app import app_api, begin_draining, create_app
 from raftkv.config import NodeConfig
 from raftkv.kv import KVStore
 from raftkv.node import RaftNode
@@ -41,6 +41,7 @@ async def serve(config: NodeConfig) -> None:
             app = create_app(node)
             nursery.start_soon(_watch_signals, stop, app, node)
             await nursery.start(node.run)
+            nursery.start_soon(app_api(app).leases.run)
             if config.insecure and config.cluster_token is None:
                 log.warning(
                     "running without a cluster token (--insecure): anyone who reaches %s can send Raft "

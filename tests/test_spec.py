@@ -50,6 +50,8 @@ PARAMETER_MODELS = {
     models.ReadQuery,
     models.WriteQuery,
     models.ListQuery,
+    models.KeyQuery,
+    models.WatchQuery,
     models.ClusterQuery,
     models.SnapshotChunkQuery,
 }
@@ -229,7 +231,9 @@ def test_the_raft_endpoints_take_the_messages_the_spec_says() -> None:
 @pytest.mark.parametrize(
     ("model", "method", "path"),
     [
-        (models.ReadQuery, "get", "/kv/{key}"),
+        (models.KeyQuery, "get", "/kv/{key}"),
+        (models.WatchQuery, "get", "/watch"),
+        (models.ReadQuery, "get", "/leases"),
         (models.ReadQuery, "get", "/"),
         (models.WriteQuery, "put", "/kv/{key}"),
         (models.WriteQuery, "delete", "/kv/{key}"),

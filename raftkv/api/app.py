@@ -18,12 +18,13 @@ from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 from werkzeug.routing import PathConverter
 
 from raftkv import kv
-from raftkv.api import cluster_routes, docs, kv_routes, ops_routes, raft_routes
+from raftkv.api import cluster_routes, docs, kv_routes, lease_routes, ops_routes, raft_routes
 from raftkv.api.asgi import ShieldLastSend
 from raftkv.api.binding import bind
-from raftkv.api.context import Api
+from raftkv.api.context import REPLAYED_HEADER, Api
 from raftkv.api.errors import error_response, install_error_handlers
 from raftkv.api.router import LEADER_HEADER, REVISION_HEADER, TERM_HEADER, LeaderRouter
+from raftkv.lease_keeper import LeaseKeeper
 from raftkv.node import RaftNode
 from raftkv.trace import TRACE_HEADER, StageClock
 
@@ -47,7 +48,7 @@ def create_app(node: RaftNode[kv.KVStore]) -> QuartTrio:
     router = LeaderRouter(node, config.peer_tls())
     app.before_serving(router.open)
     app.after_serving(router.close)
-    api = Api(node, router, config.max_value_bytes)
+    api = Api(node, router, config.max_value_bytes, LeaseKeeper(node))
     app.extensions[API] = api
     tokens = {CLUSTER_TOKEN: config.cluster_token, CLIENT_TOKEN: config.client_api_token}
 
@@ -85,6 +86,8 @@ def create_app(node: RaftNode[kv.KVStore]) -> QuartTrio:
         if not request.path.startswith(("/raft/", "/docs", "/openapi")):  # as etcd's response header does
             response.headers.setdefault(REVISION_HEADER, str(node.machine.revision))
             response.headers.setdefault(TERM_HEADER, str(node.core.term))
+        if g.get("replayed"):
+            response.headers[REPLAYED_HEADER] = "true"
         if (leader := g.get("relayed_from")) is not None:
             response.headers[LEADER_HEADER] = " ".join(leader)
         if (trace := g.get("trace")) is not None:
@@ -107,6 +110,7 @@ def create_app(node: RaftNode[kv.KVStore]) -> QuartTrio:
         api,
         [
             kv_routes.operations,
+            lease_routes.operations,
             ops_routes.operations,
             cluster_routes.operations,
             raft_routes.operations,
@@ -117,11 +121,17 @@ def create_app(node: RaftNode[kv.KVStore]) -> QuartTrio:
     return app
 
 
+def app_api(app: QuartTrio) -> Api:
+    """What the handlers of ``app`` share (the node's lease keeper among it, for the server to run)."""
+    api: Api = app.extensions[API]
+    return api
+
+
 def begin_draining(app: QuartTrio) -> None:
     """Shutdown begins: close each connection after its answer, and end the peers' streams (the server waits
     for every request in flight, and a stream would otherwise last until the peer ends it)."""
     app.config[DRAINING] = True
-    app.extensions[API].close_streams()
+    app_api(app).close_streams()
 
 
 def unauthorized(message: str) -> Response:

@@ -7,9 +7,10 @@ handler only ever deals with the outcome it asked for.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import trio
 from pydantic import BaseModel
@@ -19,7 +20,12 @@ from raftkv import kv
 from raftkv.api.errors import Answer, error_response
 from raftkv.api.models import ReadQuery
 from raftkv.api.router import LeaderRouter, unavailable
+from raftkv.lease_keeper import LeaseKeeper
 from raftkv.node import NotLeader, RaftNode, Unavailable
+
+IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
+REPLAYED_HEADER: Final = "Idempotent-Replayed"
+MAX_IDEMPOTENCY_KEY: Final = 256
 
 Q = TypeVar("Q", bound=BaseModel)
 T = TypeVar("T")
@@ -30,11 +36,27 @@ class Api:
     node: RaftNode[kv.KVStore]
     router: LeaderRouter
     max_value_bytes: int
-    streams: set[trio.CancelScope] = field(default_factory=set)  # the peers' open streams (``raftStream``)
+    leases: LeaseKeeper
+    streams: set[trio.CancelScope] = field(default_factory=set)  # open long requests (see ``until_closing``)
+    closing: trio.Event = field(default_factory=trio.Event)
 
     def close_streams(self) -> None:
+        """Shutdown begins: end every long request (the server waits for every request in flight)."""
+        self.closing.set()
         for scope in self.streams:
             scope.cancel()
+
+    @contextlib.contextmanager
+    def until_closing(self) -> Iterator[trio.CancelScope]:
+        """A cancel scope that ``close_streams`` cancels: for the waits of peer streams and watches."""
+        with trio.CancelScope() as scope:
+            if self.closing.is_set():
+                scope.cancel()
+            self.streams.add(scope)
+            try:
+                yield scope
+            finally:
+                self.streams.discard(scope)
 
     @property
     def store(self) -> kv.KVStore:
@@ -91,17 +113,39 @@ class Api:
             g.relayed_from = leader
         return result
 
-    async def write(self, redirect: bool, command: kv.Command) -> kv.WriteResult:
-        """Replicate ``command`` through the leader and return its outcome (InvalidCommand becomes a 400)."""
+    async def apply(self, redirect: bool, command: kv.Command) -> kv.Outcome:
+        """Replicate ``command`` and return its outcome. What no handler renders itself leaves as an Answer: a
+        command that cannot be encoded (400) or holds a value over the limit (413), a lease that does not
+        exist (404), an idempotency key used for another request (422). A replay returns the first outcome
+        and marks the answer ``Idempotent-Replayed: true``."""
+        value = command.value if isinstance(command, kv.Put) else None
+        if value is not None and (size := kv.value_size(value)) > self.max_value_bytes:
+            message = f"the value is {size} bytes of JSON, at most {self.max_value_bytes} allowed"
+            raise Answer(error_response(413, message))
         try:
-            if isinstance(command, kv.Put) and (size := kv.value_size(command.value)) > self.max_value_bytes:
-                message = f"the value is {size} bytes of JSON, at most {self.max_value_bytes} allowed"
-                raise Answer(error_response(413, message))
             data = kv.encode_command(command)
         except kv.CommandEncodeError as e:
             raise Answer(error_response(400, str(e))) from None
         result = await self.replicate(redirect, data)
-        if isinstance(result, kv.InvalidCommand):
-            raise Answer(error_response(400, f"invalid command: {result.reason}"))
-        assert isinstance(result, kv.WriteResult), result
+        if isinstance(result, kv.Replayed):
+            g.replayed = True
+            result = result.result
+        match result:
+            case kv.InvalidCommand(reason=reason):
+                raise Answer(error_response(400, f"invalid command: {reason}"))
+            case kv.IdempotencyConflict(idempotency_key=key):
+                raise Answer(error_response(422, f"the Idempotency-Key {key!r} was used for another request"))
+            case kv.LeaseNotFound(lease=lease):
+                raise Answer(error_response(404, f"lease {lease} not found"))
+        assert isinstance(result, kv.Outcome), result
         return result
+
+
+def idempotency_key() -> str | None:
+    """The request's ``Idempotency-Key`` (400 beyond the spec's limits)."""
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise Answer(
+            error_response(400, f"{IDEMPOTENCY_HEADER} must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+        )
+    return key

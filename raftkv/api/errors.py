@@ -29,8 +29,9 @@ class Answer(Exception):
         self.response = response
 
 
-def json_response(model: BaseModel, status: int = 200) -> Response:
-    return Response(model.model_dump_json(), status=status, content_type=JSON_MEDIA_TYPE)
+def json_response(model: BaseModel, status: int = 200, *, exclude_none: bool = False) -> Response:
+    body = model.model_dump_json(exclude_none=exclude_none)
+    return Response(body, status=status, content_type=JSON_MEDIA_TYPE)
 
 
 def error_response(

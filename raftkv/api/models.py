@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, TypeAdapter
 
+from raftkv.kv import MAX_LEASE_ID, MAX_LEASE_TTL, MAX_TXN_COMPARES, MAX_TXN_OPS
 from raftkv.raft.types import Role
 from raftkv.wire import NonNegativeInt, PositiveInt, StrictInput
 
@@ -44,6 +45,18 @@ def _fits_key_bytes(key: str) -> str:
 
 Key = Annotated[str, Field(min_length=1, max_length=MAX_KEY_BYTES), AfterValidator(_fits_key_bytes)]
 _KEY_ADAPTER: TypeAdapter[str] = TypeAdapter(Key)
+_REVISION_ADAPTER: TypeAdapter[int] = TypeAdapter(NonNegativeInt)
+_LEASE_ADAPTER: TypeAdapter[int] = TypeAdapter(Annotated[int, Field(ge=1, le=MAX_LEASE_ID)])
+
+
+def parse_revision(raw: str) -> int:
+    """A revision from a header (``Last-Event-ID``), or ValidationError."""
+    return _REVISION_ADAPTER.validate_python(_query_integer(raw), strict=True)
+
+
+def parse_lease(raw: str) -> int:
+    """A lease id from a path, or ValidationError."""
+    return _LEASE_ADAPTER.validate_python(_query_integer(raw), strict=True)
 
 
 def parse_key(raw: str) -> str:
@@ -52,12 +65,21 @@ def parse_key(raw: str) -> str:
 
 
 _QUERY_INTEGER = re.compile(r"-?[0-9]+")
+_QUERY_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+DEFAULT_PAGE, MAX_PAGE = 1000, 10_000  # keys per page of GET /kv
+DEFAULT_WAIT, MAX_WAIT = 30.0, 300.0  # seconds a long-poll watch waits for a change
+MAX_STREAM = 86400.0  # seconds a watch stream may be asked to last
 _QUERY_BOOLEANS = {"true": True, "false": False}
 
 
 def _query_integer(raw: object) -> object:
     """Only plain decimal digits are an integer; anything else is left for strict validation to reject."""
     return int(raw) if isinstance(raw, str) and _QUERY_INTEGER.fullmatch(raw) else raw
+
+
+def _query_number(raw: object) -> object:
+    """A decimal number (``30``, ``0.5``); anything else is left for strict validation to reject."""
+    return float(raw) if isinstance(raw, str) and _QUERY_NUMBER.fullmatch(raw) else raw
 
 
 def _query_boolean(raw: object) -> object:
@@ -86,11 +108,34 @@ class WriteQuery(BaseModel):
     redirect: QueryBool = False
 
 
+QueryInt = Annotated[int, BeforeValidator(_query_integer)]
+LeaseId = Annotated[int, Field(ge=1, le=MAX_LEASE_ID)]
+
+
 class ListQuery(ReadQuery):
-    """Query of ``GET /kv``."""
+    """Query of ``GET /kv``: a page of keys in order; ``next`` in the answer is the next page's start."""
 
     prefix: str = ""
-    limit: Annotated[int, BeforeValidator(_query_integer), Field(ge=1)] | None = None
+    limit: Annotated[QueryInt, Field(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE
+    start_after: str | None = None
+
+
+class KeyQuery(ReadQuery):
+    """Query of ``GET /kv/{key}``: a read, or with ``wait`` a long-poll for the key's next change."""
+
+    wait: QueryBool = False
+    after_revision: Annotated[QueryInt, Field(ge=0)] | None = None
+    timeout: Annotated[float, BeforeValidator(_query_number), Field(ge=0, le=MAX_WAIT)] = DEFAULT_WAIT
+
+
+class WatchQuery(BaseModel):
+    """Query of ``GET /watch``."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    prefix: str = ""
+    after_revision: Annotated[QueryInt, Field(ge=0)] | None = None
+    timeout: Annotated[float, BeforeValidator(_query_number), Field(ge=0, le=MAX_STREAM)] | None = None
 
 
 # --- client bodies ----------------------------------------------------------------------------------------
@@ -109,11 +154,13 @@ class FormValueBody(StrictInput):
 
 
 class WriteRequest(StrictInput):
-    """Body of ``PUT``/``POST /kv/{key}``; ``prev_value`` and/or ``prev_revision`` make it a compare-and-set."""
+    """Body of ``PUT``/``POST /kv/{key}``; ``prev_value`` and/or ``prev_revision`` make it a compare-and-set,
+    ``lease`` attaches the key to a lease."""
 
     value: JsonValue
     prev_value: JsonValue = None
     prev_revision: NonNegativeInt | None = None
+    lease: LeaseId | None = None
 
     @property
     def has_prev_value(self) -> bool:
@@ -180,6 +227,117 @@ class DeleteResult(_Output):
 
 class KeyValueList(_Output):
     items: list[KeyValue]
+    revision: NonNegativeInt
+    next: str | None
+
+
+class WatchEvent(_Output):
+    """A change of a key: what a long-poll answers and each event of a watch stream carries."""
+
+    type: Literal["put", "delete"]
+    key: str
+    value: JsonValue
+    revision: PositiveInt
+
+
+class CompactedError(ErrorBody):
+    """Body of a 410: the history no longer holds changes after the revision asked for."""
+
+    compact_revision: NonNegativeInt
+
+
+# --- transactions -------------------------------------------------------------------------------------------
+
+
+class CompareValue(StrictInput):
+    key: Key
+    value: JsonValue
+
+
+class CompareRevision(StrictInput):
+    key: Key
+    revision: NonNegativeInt
+
+
+class TxnPut(StrictInput):
+    key: Key
+    value: JsonValue
+    lease: LeaseId | None = None
+
+
+class TxnKey(StrictInput):
+    key: Key
+
+
+class TxnPutOperation(StrictInput):
+    put: TxnPut
+
+
+class TxnDeleteOperation(StrictInput):
+    delete: TxnKey
+
+
+class TxnGetOperation(StrictInput):
+    get: TxnKey
+
+
+TxnOperation = TxnPutOperation | TxnDeleteOperation | TxnGetOperation
+
+
+class TxnRequest(StrictInput):
+    """``POST /txn``: etcd-style compare, then the success or the failure operations (limits: see the spec)."""
+
+    compare: Annotated[tuple[CompareValue | CompareRevision, ...], Field(max_length=MAX_TXN_COMPARES)] = ()
+    success: Annotated[tuple[TxnOperation, ...], Field(max_length=MAX_TXN_OPS)] = ()
+    failure: Annotated[tuple[TxnOperation, ...], Field(max_length=MAX_TXN_OPS)] = ()
+
+
+class TxnResult(BaseModel):
+    """One operation's outcome: the fields that apply to it (see the spec's ``TxnResult``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str
+    value: JsonValue = None
+    revision: PositiveInt | None = None
+    found: bool | None = None
+    deleted: bool | None = None
+
+
+class TxnResponse(_Output):
+    succeeded: bool
+    revision: NonNegativeInt
+    results: list[TxnResult]
+
+
+# --- leases -------------------------------------------------------------------------------------------------
+
+
+class LeaseGrantRequest(StrictInput):
+    ttl: Annotated[int, Field(ge=1, le=MAX_LEASE_TTL)]
+    id: LeaseId | None = None
+
+
+class LeaseInfo(_Output):
+    id: PositiveInt
+    ttl: PositiveInt
+
+
+class LeaseList(_Output):
+    leases: list[LeaseInfo]
+
+
+class LeaseDetail(_Output):
+    id: PositiveInt
+    ttl: PositiveInt
+    remaining: Annotated[float, Field(ge=0)]
+    keys: list[str]
+
+
+class LeaseRevokeResult(_Output):
+    id: PositiveInt
+    revoked: Literal[True] = True
+    deleted: NonNegativeInt
     revision: NonNegativeInt
 
 

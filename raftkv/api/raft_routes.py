@@ -8,7 +8,6 @@ spec marks these operations).
 
 from __future__ import annotations
 
-import trio
 from pydantic import ValidationError
 from quart import Response, request
 
@@ -44,25 +43,21 @@ async def raft_stream(api: Api) -> Response:
     down (``Api.close_streams``); a line it must refuse ends the stream with a 400 naming the line."""
     reader = wire.FrameReader()
     lines = 0
-    with trio.CancelScope() as scope:
-        api.streams.add(scope)
-        try:
-            async for chunk in request.body:
-                messages = []
-                try:
-                    for line in reader.feed(chunk):
-                        lines += 1
-                        messages.append(wire.parse_raft_message(line))
-                        check(api, messages[-1:])
-                except ValidationError as e:
-                    return stream_refusal(400, f"line {lines}: invalid message: {describe(e)}")
-                except Refused as e:
-                    return stream_refusal(400, f"line {lines}: {e}")
-                except wire.FrameTooLarge as e:
-                    return stream_refusal(413, f"line {lines + 1}: {e}")
-                api.node.deliver(*messages)
-        finally:
-            api.streams.discard(scope)
+    with api.until_closing():
+        async for chunk in request.body:
+            messages = []
+            try:
+                for line in reader.feed(chunk):
+                    lines += 1
+                    messages.append(wire.parse_raft_message(line))
+                    check(api, messages[-1:])
+            except ValidationError as e:
+                return stream_refusal(400, f"line {lines}: invalid message: {describe(e)}")
+            except Refused as e:
+                return stream_refusal(400, f"line {lines}: {e}")
+            except wire.FrameTooLarge as e:
+                return stream_refusal(413, f"line {lines + 1}: {e}")
+            api.node.deliver(*messages)
     return json_response(models.Accepted(), status=202)
 
 

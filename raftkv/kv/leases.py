@@ -17,6 +17,9 @@ class Leases:
         self._ttls = dict(ttls or {})
         self._captured = False  # whether a capture holds ``_ttls``: the next change copies them first
         self._keys: dict[int, set[str]] = {lease: set() for lease in self._ttls}
+        self.version = (
+            0  # counts grants and revokes: a lease keeper looks again when it moves (not replicated)
+        )
 
     def attach(self, attached: Iterable[tuple[str, int]]) -> None:
         """Record (key, lease) pairs of keys on no lease yet, the leases among those granted (restore's way in)."""
@@ -34,10 +37,12 @@ class Leases:
         """Add ``lease``, which must not exist, with no keys."""
         self._changing_ttls()[lease] = ttl
         self._keys[lease] = set()
+        self.version += 1
 
     def revoke(self, lease: int) -> None:
         """Remove ``lease``, which must exist and have no keys left (the caller deleted them)."""
         del self._changing_ttls()[lease], self._keys[lease]
+        self.version += 1
 
     def move(self, key: str, old: int | None, new: int | None) -> None:
         """Record that ``key`` left lease ``old`` for ``new`` (None: no lease; both must exist)."""

@@ -145,6 +145,12 @@ class KVStore:
         """Every lease granted and not revoked, as (id, ttl in seconds), by id: what the lease keeper times."""
         return self._state.leases.all()
 
+    @property
+    def lease_version(self) -> int:
+        """Moves whenever a lease is granted or revoked in this store object: a lease keeper compares it
+        (with the store's identity, which a restore from a snapshot changes) to know when to look again."""
+        return self._state.leases.version
+
     def lease(self, lease: int) -> tuple[int, list[str]] | None:
         """The ttl of ``lease`` and its keys in order (None: no such lease)."""
         return self._state.leases.lease(lease)
