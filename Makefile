@@ -25,8 +25,8 @@ lint: $(BIN)/.installed
 chaos: $(BIN)/.installed  ## a chaos run against 5 real nodes
 	$(BIN)/python tools/chaos --nodes 5 --time 120
 
-bench: $(BIN)/.installed  ## throughput and latency of a local 3-node cluster
-	$(BIN)/python tools/bench
+bench: $(BIN)/.installed  ## raftkv beside etcd (when etcd is on PATH): table on stdout, report in bench-out/
+	$(BIN)/python tools/bench --report bench-out --json bench-out/rows.json $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .raftkv
