@@ -13,6 +13,7 @@ import hypercorn.trio
 import trio
 from quart_trio import QuartTrio
 
+from raftkv import logs
 from raftkv.api.app import app_api, begin_draining, create_app
 from raftkv.config import NodeConfig
 from raftkv.kv import KVStore
@@ -42,6 +43,7 @@ async def serve(config: NodeConfig) -> None:
         transport = Transport(config.rpc_timeout, config.cluster_token, config.peer_tls())
         metrics.observe_queues(transport.queue_depths)
         node = RaftNode(config, storage, transport, random.Random(), KVStore, metrics=metrics)
+        logs.follow(lambda: (node.core.term, node.core.role.value))
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             app = create_app(node)
@@ -97,6 +99,7 @@ def hypercorn_config(config: NodeConfig) -> hypercorn.config.Config:
     http = hypercorn.config.Config()
     http.bind = [config.listen]
     http.accesslog = None
+    http.errorlog = logging.getLogger("hypercorn.error")  # through our handler, in --log-format, not its own
     http.graceful_timeout = config.request_timeout
     if config.cert_file is not None and config.key_file is not None:
         http.certfile, http.keyfile = str(config.cert_file), str(config.key_file)
