@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
@@ -86,22 +86,31 @@ def pieces(data: BinaryIO, size: int) -> Iterator[bytes]:
         yield piece
 
 
-def restore_data_dir(backup: BinaryIO, data_dir: Path, node_id: str, url: str) -> BackupHeader:
+def restore_data_dir(
+    backup: BinaryIO,
+    data_dir: Path,
+    node_id: str,
+    url: str,
+    progress: Callable[[int], None] = lambda copied: None,
+) -> BackupHeader:
     """Make ``data_dir`` (new or empty) the data directory of a one-node cluster, ``node_id`` at ``url``,
-    holding exactly the backed-up state. Blocking; BackupError for a damaged backup (nothing is kept)."""
+    holding exactly the backed-up state; ``progress`` is told the bytes of data copied so far, piece by piece.
+    Blocking; BackupError for a damaged backup (nothing is kept)."""
     if data_dir.exists() and any(data_dir.iterdir()):
         raise BackupError(f"{data_dir} is not empty: restore makes a new data directory")
     header = read_header(backup)
     snapshot = Snapshot(header.snapshot.index, header.snapshot.term, Membership.of([node_id], {node_id: url}))
     storage = FileStorage(data_dir)
     try:
-        crc = 0
+        crc = copied = 0
 
         def copy(out: BinaryIO) -> None:
-            nonlocal crc
+            nonlocal crc, copied
             for piece in pieces(backup, header.size):
                 crc = zlib.crc32(piece, crc)
                 out.write(piece)
+                copied += len(piece)
+                progress(copied)
             if crc != header.crc:
                 raise BackupError("the backup's data does not match its checksum")
 

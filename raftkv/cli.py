@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trio
 
-from raftkv import cli_client
+from raftkv import cli_client, logs
 from raftkv.config import ConfigError, load_config, parse_peers
 from raftkv.local_cluster import run_cluster
 from raftkv.serve import serve
@@ -43,6 +43,10 @@ SERVE_SETTINGS: dict[str, tuple[type, str]] = {
     "--max-request-bytes": (int, "largest client request body (default 2 MiB)"),
     "--read-timeout": (float, "seconds a request body may take to arrive (default 10)"),
     "--log-level": (str, "debug, info, warning, error"),
+    "--log-format": (
+        str,
+        "text (the default) or json: one JSON object per line, with the node's term and role",
+    ),
 }
 
 
@@ -89,9 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as e:
         print(f"raftkv serve: {e}", file=sys.stderr)
         sys.exit(USAGE_ERROR)
-    logging.basicConfig(
-        level=config.log_level.upper(), format=f"%(asctime)s {config.id} %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(config.id, config.log_level, config.log_format)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Raft message is noise
     try:
         trio.run(serve, config)

@@ -16,6 +16,7 @@ from typing import Any
 
 from raftkv.backup import BackupError, read_header, restore_data_dir
 from raftkv.client import Client, RaftkvError
+from raftkv.progress import ProgressLine, mib
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
 LOCAL_CLUSTER_TOKEN = Path(".raftkv/token")  # where ``raftkv cluster`` (``make cluster``) keeps its token
@@ -118,11 +119,16 @@ def run(args: argparse.Namespace) -> None:
 
 
 def save_backup(client: Client, args: argparse.Namespace) -> dict[str, str]:
-    def progress(written: int) -> None:
-        print(f"\r{written / 2**20:8.1f} MiB", end="", file=sys.stderr, flush=True)
+    progress = ProgressLine()
+    written = 0
 
-    headers = client.save_backup(args.file, progress)
-    print(file=sys.stderr)
+    def show(so_far: int) -> None:
+        nonlocal written
+        written = so_far
+        progress.update(f"saving {args.file}: {mib(written)}")
+
+    headers = client.save_backup(args.file, show)
+    progress.finish(f"saved {args.file}: {mib(written)}, index {headers.get('x-raft-snapshot-index', '?')}")
     return headers
 
 
@@ -131,12 +137,19 @@ def restore(args: argparse.Namespace) -> None:
     try:
         with args.file.open("rb") as backup:
             header = read_header(backup)
-            print(
-                f"restoring index {header.snapshot.index} ({header.size / 2**20:.1f} MiB) into {args.data_dir}",
-                file=sys.stderr,
-            )
             backup.seek(0)
-            restore_data_dir(backup, args.data_dir, args.id, url)
+            progress = ProgressLine()
+            doing = f"restoring index {header.snapshot.index} into {args.data_dir}"
+            restore_data_dir(
+                backup,
+                args.data_dir,
+                args.id,
+                url,
+                lambda copied: progress.update(f"{doing}: {mib(copied)} of {mib(header.size)}"),
+            )
+            progress.finish(
+                f"restored index {header.snapshot.index} into {args.data_dir}: {mib(header.size)}"
+            )
     except (OSError, BackupError) as e:
         print(f"raftkv restore: {e}", file=sys.stderr)
         sys.exit(FAILED)

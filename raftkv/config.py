@@ -22,6 +22,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from raftkv.logs import LogFormat
+
 ENV_PREFIX: Final = "RAFTKV_"
 CLIENT_VARIABLES: Final = frozenset({"RAFTKV_ENDPOINTS"})  # read by the client commands, not by a node
 MIB: Final = 1 << 20
@@ -85,6 +87,7 @@ class NodeConfig(BaseSettings):
     max_request_bytes: int = Field(default=2 * MIB, ge=1024)  # one client request body
     read_timeout: float = Field(default=10.0, gt=0)  # a request body must arrive within this
     log_level: str = "info"
+    log_format: LogFormat = "text"  # or "json": one JSON object per line (see raftkv.logs)
 
     @classmethod
     def settings_customise_sources(

@@ -7,7 +7,7 @@ import secrets
 import ssl
 import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -17,6 +17,9 @@ import trio
 RAFTKV: Final = (sys.executable, "-m", "raftkv")
 POLL_INTERVAL: Final = 0.1  # /status of every node, this often, until a leader is agreed
 STATUS_TIMEOUT: Final = 1.0
+
+Statuses = list[dict[str, Any] | None]
+"""What each node's ``/status`` said, in the order of its URL (None: no answer)."""
 
 
 def node_command(
@@ -55,14 +58,17 @@ async def wait_for_leader(
     *,
     other_than: str | None = None,
     tls: ssl.SSLContext | None = None,
+    on_poll: Callable[[Statuses], None] = lambda statuses: None,
 ) -> tuple[str, str]:
     """(id, url) of the leader that a majority of ``urls`` names for the same term (one that is not
-    ``other_than``, say after killing it), polling their ``/status``; NoLeader after ``timeout``."""
-    statuses: list[dict[str, Any] | None] = []
+    ``other_than``, say after killing it), polling their ``/status`` (``on_poll`` is shown each round);
+    NoLeader after ``timeout``."""
+    statuses: Statuses = []
     async with httpx.AsyncClient(timeout=STATUS_TIMEOUT, verify=tls or True, trust_env=False) as client:
         with trio.move_on_after(timeout):
             while True:
                 statuses = [await _status(client, url) for url in urls]
+                on_poll(statuses)
                 leader = agreed_leader(statuses, len(urls))
                 if leader is not None and leader[0] != other_than:
                     return leader

@@ -8,7 +8,8 @@ from typing import BinaryIO
 
 import trio
 
-from raftkv.launch import NoLeader, cluster_token_file, node_command, wait_for_leader
+from raftkv.launch import NoLeader, Statuses, cluster_token_file, node_command, wait_for_leader
+from raftkv.progress import ProgressLine
 
 HOST = "127.0.0.1"
 
@@ -33,11 +34,21 @@ async def run_cluster(nodes: int, base_port: int, data_dir: Path) -> None:
             nursery.start_soon(_run_child, command, log_file)
             print(f"{node_id}  {url}  (log: {data_dir / f'{node_id}.log'})", flush=True)
         print(f'cluster token: {token_file} (curl -H "Authorization: Bearer $(cat {token_file})" ...)')
+        progress = ProgressLine()
+        term = 0
+
+        def show(statuses: Statuses) -> None:
+            nonlocal term
+            answering = [status for status in statuses if status is not None]
+            term = max((int(status["term"]) for status in answering), default=0)
+            progress.update(f"waiting for a leader... {len(answering)}/{nodes} nodes answer, term {term}")
+
         try:
-            leader = await wait_for_leader(list(urls.values()))
+            leader = await wait_for_leader(list(urls.values()), on_poll=show)
+            progress.finish(f"{leader[0]} leads term {term}")
             print(f"leader: {' '.join(leader)}", flush=True)
         except NoLeader:
-            print("no leader elected yet: see the logs", flush=True)
+            progress.finish("no leader elected yet: see the logs")
         print("Ctrl-C stops the cluster.", flush=True)
 
 

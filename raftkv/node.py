@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from raftkv.backup import BackupHeader, write_data
 from raftkv.config import NodeConfig
 from raftkv.forwarding import Forward, Forwarder, ForwardReply, PeerMessage
 from raftkv.machine import StateMachine
+from raftkv.metrics import NodeMetrics, NodeState
 from raftkv.raft.core import Config, MembershipChangeRefused, NotLeader, Raft, bootstrap
 from raftkv.raft.membership import Membership
 from raftkv.raft.types import (
@@ -95,6 +97,7 @@ class _Waiter:
     term: int = 0
     index: int | None = None
     trace: StageClock | None = None
+    started: float = field(default_factory=time.perf_counter)
     done: trio.Event = field(default_factory=trio.Event)
     result: object = None
     error: str | None = None
@@ -127,6 +130,7 @@ class RaftNode(Generic[M]):
         rng: random.Random,
         new_machine: Callable[[], M],
         run_blocking: RunBlocking = trio.to_thread.run_sync,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.config = config
         self.storage = storage
@@ -162,6 +166,8 @@ class RaftNode(Generic[M]):
         self._forwarder = Forwarder(
             config.id, rng, self._forward_target, transport.send, self._placed_by_leader, self._refused
         )
+        self.metrics = metrics or NodeMetrics()
+        self.metrics.observe_state(self._metric_state)
 
     # --- who is where ----------------------------------------------------------------------------------
 
@@ -227,20 +233,21 @@ class RaftNode(Generic[M]):
 
         Raises NotLeader (no leader is known, or leadership is being handed over) or Unavailable."""
         waiter = _Waiter(trace=trace)
-        with self._invariant(f"proposing {command!r:.200}"):
-            try:
-                index, term = self.core.propose(command)
-            except NotLeader as e:
-                if self._forward_target() is None or e.leader is None:
-                    raise
-                index = term = 0
-        if index:
-            self._place(waiter, index, term, "proposed")
-        else:
-            if trace is not None:
-                trace.mark("forwarded")
-            self._forwarder.submit(command, waiter)
-        return await self._applied(waiter, "the write was not committed in time (it may still be)")
+        with self._counted(waiter):
+            with self._invariant(f"proposing {command!r:.200}"):
+                try:
+                    index, term = self.core.propose(command)
+                except NotLeader as e:
+                    if self._forward_target() is None or e.leader is None:
+                        raise
+                    index = term = 0
+            if index:
+                self._place(waiter, index, term, "proposed")
+            else:
+                if trace is not None:
+                    trace.mark("forwarded")
+                self._forwarder.submit(command, waiter)
+            return await self._applied(waiter, "the write was not committed in time (it may still be)")
 
     async def change_membership(self, target: Membership) -> Membership:
         """Make ``target`` the configuration, returning once it is committed -- for a joint configuration,
@@ -341,7 +348,8 @@ class RaftNode(Generic[M]):
         snapshot = self.core.snapshot_at(self.machine.applied_index)
         writer = self.machine.snapshot()
         path = self.config.data_dir / f"backup-{snapshot.index}-{random.getrandbits(32):08x}.tmp"
-        size, crc = await self._run_blocking(write_data, path, writer)
+        with self.metrics.snapshot_seconds.labels(operation="backup").time():
+            size, crc = await self._run_blocking(write_data, path, writer)
         return BackupHeader(snapshot, size, crc), path
 
     def status(self) -> dict[str, object]:
@@ -389,7 +397,7 @@ class RaftNode(Generic[M]):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled; every task of the node lives in this nursery."""
         if self._initial_snapshot is not None and self._initial_snapshot.index > 0:
-            await self._restore(self._initial_snapshot)
+            await self._restore(self._initial_snapshot, "restore")
         async with trio.open_nursery() as nursery:
             self.transport.on_unreachable = self._peer_unreachable
             self.transport.snapshots = self.open_snapshot_data
@@ -442,6 +450,8 @@ class RaftNode(Generic[M]):
             self._wakeup = trio.Event()
             self._changed.set()
             self._changed = trio.Event()
+            if self.core.read_round_requested:  # this Ready's heartbeats confirm the leadership for reads
+                self.metrics.read_index_rounds.inc()
             ready = self.core.ready()
             if not ready:
                 continue
@@ -461,6 +471,8 @@ class RaftNode(Generic[M]):
                 if self._traced and ready.entries:
                     self._mark_traced("persisted", ready.entries[-1].index)
             if (self.core.membership, self.core.leader_id) != self._routed:
+                if self.core.leader_id not in (None, self._routed[1]):
+                    self.metrics.leader_changes.inc()
                 if self.core.membership != self._routed[0]:
                     self._known.update(self.core.membership.addresses)
                     log.info("membership: %s", self.members())
@@ -472,13 +484,14 @@ class RaftNode(Generic[M]):
                 self.transport.send(message)
             if self._traced and ready.committed:
                 self._mark_traced("committed", ready.committed[-1].index)
+            self._observe_commits(ready.committed)
             if ready.snapshot or ready.committed or ready.read_states:
                 await self._apply_send.send(_ApplyWork(ready.snapshot, ready.committed, ready.read_states))
 
     async def _apply_loop(self) -> None:
         async for work in self._apply_recv:
             if work.snapshot:
-                await self._restore(work.snapshot)
+                await self._restore(work.snapshot, "install")
                 self._fail_proposals_up_to(work.snapshot.index)
             self._apply_entries(work.entries)
             if self._traced and work.entries:
@@ -512,18 +525,21 @@ class RaftNode(Generic[M]):
             else:
                 waiter.finish(error="leadership changed before the write committed; it was not applied")
 
-    async def _restore(self, snapshot: Snapshot) -> None:
+    async def _restore(self, snapshot: Snapshot, operation: str) -> None:
         """Rebuild the machine from a snapshot in a worker thread (a large one takes seconds), then swap it in:
         readers keep seeing the old state until the new one is whole. The storage is locked only to open the
         data: the driver must go on saving and answering meanwhile, or a leader that has just promoted this
         node would miss its quorum for the length of the restore. (An open file stays readable even if a
-        newer snapshot replaces it.)"""
+        newer snapshot replaces it.) ``operation`` names the work for the metrics: restore or install."""
+        started = time.perf_counter()
         machine = self.new_machine()
         async with self._storage_lock:
             data: BinaryIO = await self._run_blocking(self.storage.open_snapshot, snapshot)
         with data:
             await self._run_blocking(machine.restore, data)
         self.machine = machine
+        self.metrics.snapshot_seconds.labels(operation=operation).observe(time.perf_counter() - started)
+        self._observe_snapshot_size(snapshot)
         log.info("restored the state machine from the snapshot at index %d", snapshot.index)
 
     def _fail_proposals_up_to(self, index: int) -> None:
@@ -557,15 +573,16 @@ class RaftNode(Generic[M]):
             return
         snapshot = self.core.snapshot_at(applied)
         writer = self.machine.snapshot()
-        async with self._storage_lock:
-            await self._run_blocking(self.storage.write_snapshot, snapshot, writer)
+        with self.metrics.snapshot_seconds.labels(operation="save").time():
+            async with self._storage_lock:
+                await self._run_blocking(self.storage.write_snapshot, snapshot, writer)
         if applied <= self.core.log.snapshot_index:
             return  # meanwhile the leader sent a newer snapshot: ours would only be older
         self.core.compact(snapshot)
         async with self._storage_lock:
             await self._run_blocking(self.storage.save, None, [], snapshot)
-        data = self.storage.snapshot_data(snapshot)
-        log.info("snapshot at index %d (%d bytes)", applied, data[0] if data else 0)
+        size = self._observe_snapshot_size(snapshot)
+        log.info("snapshot at index %d (%d bytes)", applied, size)
 
     # --- small helpers ---------------------------------------------------------------------------------
 
@@ -597,8 +614,47 @@ class RaftNode(Generic[M]):
                 trace.mark(stage)
 
     def _peer_unreachable(self, peer: str) -> None:
+        self.metrics.transport_errors.labels(peer=peer).inc()
         self.core.report_unreachable(peer)
         self._wake()
+
+    # --- metrics ---------------------------------------------------------------------------------------
+
+    def _metric_state(self) -> NodeState:
+        core = self.core
+        last = core.log.last_index
+        lag = {peer: last - pr.match for peer, pr in core.progress.items()} if self.is_leader else {}
+        return NodeState(core.term, core.role, core.log.committed, self.machine.applied_index, last, lag)
+
+    @contextlib.contextmanager
+    def _counted(self, waiter: _Waiter) -> Iterator[None]:
+        """Count a client write by its outcome (see ``metrics.PROPOSAL_OUTCOMES``)."""
+        outcome = "abandoned"
+        try:
+            yield
+            outcome = "committed"
+        except NotLeader:
+            outcome = "not_leader"
+            raise
+        except Unavailable:
+            outcome = "dropped" if waiter.done.is_set() else "timeout"
+            raise
+        finally:
+            self.metrics.proposals.labels(outcome=outcome).inc()
+
+    def _observe_commits(self, entries: list[Entry]) -> None:
+        """Time the client writes waiting here whose entries are now known committed."""
+        now = time.perf_counter()
+        for entry in entries:
+            waiter = self._proposals.get(entry.index)
+            if waiter is not None and waiter.term == entry.term:
+                self.metrics.commit_seconds.observe(now - waiter.started)
+
+    def _observe_snapshot_size(self, snapshot: Snapshot) -> int:
+        data = self.storage.snapshot_data(snapshot)
+        size = data[0] if data else 0
+        self.metrics.snapshot_bytes.set(size)
+        return size
 
     def _place(self, waiter: _Waiter, index: int, term: int, stage: str = "accepted") -> None:
         """``waiter``'s entry is at (``index``, ``term``): the apply loop answers it from there."""

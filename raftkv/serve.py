@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import signal
@@ -12,11 +13,13 @@ import hypercorn.trio
 import trio
 from quart_trio import QuartTrio
 
+from raftkv import logs
 from raftkv.api.app import app_api, begin_draining, create_app
 from raftkv.config import NodeConfig
 from raftkv.kv import KVStore
+from raftkv.metrics import NodeMetrics
 from raftkv.node import RaftNode
-from raftkv.storage import FileStorage
+from raftkv.storage import FileStorage, OsDisk
 from raftkv.transport import Transport
 
 log = logging.getLogger("raftkv")
@@ -32,10 +35,15 @@ async def serve(config: NodeConfig) -> None:
     """Run one node until SIGINT/SIGTERM; in-flight requests are answered before the node stops, and a leader
     hands over its leadership first. An error in the node (a broken invariant in the core, the storage or the
     state machine) ends it, and this, at once."""
-    storage = await trio.to_thread.run_sync(FileStorage, config.data_dir)  # recovery reads the whole log
+    metrics = NodeMetrics()
+    disk = OsDisk(on_fsync=metrics.fsync_seconds.observe)
+    # Recovery reads the whole log: in a worker thread.
+    storage = await trio.to_thread.run_sync(functools.partial(FileStorage, config.data_dir, disk=disk))
     try:
         transport = Transport(config.rpc_timeout, config.cluster_token, config.peer_tls())
-        node = RaftNode(config, storage, transport, random.Random(), KVStore)
+        metrics.observe_queues(transport.queue_depths)
+        node = RaftNode(config, storage, transport, random.Random(), KVStore, metrics=metrics)
+        logs.follow(lambda: (node.core.term, node.core.role.value))
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             app = create_app(node)
@@ -91,6 +99,7 @@ def hypercorn_config(config: NodeConfig) -> hypercorn.config.Config:
     http = hypercorn.config.Config()
     http.bind = [config.listen]
     http.accesslog = None
+    http.errorlog = logging.getLogger("hypercorn.error")  # through our handler, in --log-format, not its own
     http.graceful_timeout = config.request_timeout
     if config.cert_file is not None and config.key_file is not None:
         http.certfile, http.keyfile = str(config.cert_file), str(config.key_file)

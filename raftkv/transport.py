@@ -97,6 +97,10 @@ class Transport:
         except trio.WouldBlock:
             self.on_unreachable(message.dst)
 
+    def queue_depths(self) -> dict[NodeId, int]:
+        """Messages waiting for each peer (for the metrics)."""
+        return {node: peer.queue[0].statistics().current_buffer_used for node, peer in self._peers.items()}
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery

@@ -110,7 +110,7 @@ async def test_a_node_without_a_token_takes_no_raft_messages_unless_insecure() -
 async def test_the_client_token_guards_the_client_api_but_not_health_or_docs() -> None:
     app = create_app(make_node(client_token="client-secret"))
     client = app.test_client()
-    for path in ("/kv/k?consistency=stale", "/?consistency=stale", "/status"):
+    for path in ("/kv/k?consistency=stale", "/?consistency=stale", "/status", "/metrics"):
         refused = await client.get(path)
         assert refused.status_code == 401, path
         allowed = await client.get(path, headers={"Authorization": "Bearer client-secret"})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import time
 from typing import Final
 
 from quart import Response, g, request
@@ -20,7 +21,7 @@ from werkzeug.routing import PathConverter
 from raftkv import kv
 from raftkv.api import cluster_routes, docs, kv_routes, lease_routes, ops_routes, raft_routes
 from raftkv.api.asgi import ShieldLastSend
-from raftkv.api.binding import bind
+from raftkv.api.binding import HTTP_METHODS, bind, spec_operations
 from raftkv.api.context import REPLAYED_HEADER, Api
 from raftkv.api.errors import error_response, install_error_handlers
 from raftkv.api.router import LEADER_HEADER, REVISION_HEADER, TERM_HEADER, LeaderRouter
@@ -30,6 +31,8 @@ from raftkv.trace import TRACE_HEADER, StageClock
 
 DRAINING: Final = "RAFTKV_DRAINING"  # app.config flag set when the node starts shutting down
 API: Final = "raftkv.api"  # app.extensions key of the Api the handlers share
+
+UNMATCHED_ROUTE: Final = "unmatched"  # the route label of a request no operation matched (404, 405)
 
 CLUSTER_TOKEN: Final = "clusterToken"
 CLIENT_TOKEN: Final = "clientToken"
@@ -68,6 +71,22 @@ def create_app(node: RaftNode[kv.KVStore]) -> QuartTrio:
             if not hmac.compare_digest(given, f"Bearer {token}".encode()):
                 return unauthorized(f"missing or wrong {scheme_name(scheme)}")
         return None
+
+    routes = {operation.operation_id: operation.path for operation in spec_operations(docs.SPEC)}
+
+    @app.before_request
+    async def start_clock() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    async def time_request(response: Response) -> Response:
+        """Time the request by its route template, not its path, so keys do not become label values."""
+        method = request.method if request.method.lower() in HTTP_METHODS else "OTHER"
+        route = routes.get(request.endpoint or "", UNMATCHED_ROUTE)
+        status = str(response.status_code)
+        elapsed = time.perf_counter() - g.started
+        node.metrics.http_seconds.labels(route=route, method=method, status=status).observe(elapsed)
+        return response
 
     @app.before_request
     async def limit_body() -> None:

@@ -1,9 +1,10 @@
-"""Handlers of the operations endpoints: status, liveness and readiness."""
+"""Handlers of the operations endpoints: status, metrics, liveness and readiness."""
 
 from __future__ import annotations
 
 from quart import Response
 
+from raftkv import metrics
 from raftkv.api import models
 from raftkv.api.binding import Operations
 from raftkv.api.context import Api
@@ -15,6 +16,11 @@ operations = Operations[Api]()
 @operations("getStatus")
 async def get_status(api: Api) -> Response:
     return json_response(models.Status.model_validate(api.node.status()))
+
+
+@operations("getMetrics")
+async def get_metrics(api: Api) -> Response:
+    return Response(api.node.metrics.exposition(), content_type=metrics.CONTENT_TYPE)
 
 
 @operations("getHealth")

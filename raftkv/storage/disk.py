@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -79,9 +81,13 @@ class OsDisk:
     Thread-safe so that ``crash`` may be called while a save is in flight on another thread; after a crash
     every operation raises SimulatedPowerLoss, so nothing written after the "power cut" reaches the disk.
     ``crash`` can only cut file contents back: renames and removals already done are not undone.
+
+    ``on_fsync``, when given, is told the seconds each file fsync took (the node's metrics), from the thread
+    that made it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_fsync: Callable[[float], None] | None = None) -> None:
+        self._on_fsync = on_fsync
         self._files: dict[Path, _OpenFile] = {}
         self._lock = threading.Lock()
         self._powered_off = False
@@ -126,8 +132,11 @@ class OsDisk:
     def fsync(self, path: Path) -> None:
         with self._lock:
             file = self._open(path)
+            started = time.perf_counter()
             os.fdatasync(file.fd)
             file.synced = file.size
+        if self._on_fsync is not None:
+            self._on_fsync(time.perf_counter() - started)
 
     def truncate(self, path: Path, size: int) -> None:
         with self._lock:
