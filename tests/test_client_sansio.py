@@ -65,7 +65,13 @@ def test_every_write_gets_a_key_of_its_own_and_reads_none() -> None:
         key: str | None = headers.get("Idempotency-Key")
         return key
 
-    writes: list[calls.Call[Any]] = [calls.put("k", 1), calls.put("k", 1), calls.delete("k"), calls.txn({}), calls.grant_lease(5)]
+    writes: list[calls.Call[Any]] = [
+        calls.put("k", 1),
+        calls.put("k", 1),
+        calls.delete("k"),
+        calls.txn({}),
+        calls.grant_lease(5),
+    ]
     assert len({key_of(call) for call in writes}) == len(writes)
     assert key_of(calls.revoke_lease(1)) is not None
     assert key_of(calls.get("k")) is None and key_of(calls.lease_info(1)) is None
