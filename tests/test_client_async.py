@@ -4,17 +4,18 @@ alive while a block runs, the election recipe, and ``raftkv watch`` ended by Ctr
 from __future__ import annotations
 
 import contextlib
+import itertools
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from raftkv.client import AsyncClient, Txn
+from raftkv.client import AsyncClient, Client, Txn
 from raftkv.client.election import leadership, observe
 from raftkv_harness.cluster import LocalCluster
 
@@ -46,33 +47,70 @@ async def received(changes: AsyncGenerator[dict[str, Any], None], count: int) ->
     return [(c["type"], c["key"], c["revision"]) for c in [await anext(changes) for _ in range(count)]]
 
 
-async def test_a_watch_resumes_on_another_member_when_its_member_is_killed(tmp_path: Path) -> None:
+async def write_while_killing(cluster: LocalCluster, writer: AsyncClient, node: str) -> list[Change]:
+    """Kill ``node`` right after the first of 30 more writes; the changes made."""
+    made: list[Change] = []
+    writing = trio.Event()
+
+    async def write() -> None:
+        made.extend(await write_changes(writer, "w/x", 30, writing))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(write)
+        await writing.wait()
+        await cluster.kill(node)
+    return made
+
+
+@contextlib.asynccontextmanager
+async def watched_from_a_follower(tmp_path: Path) -> AsyncIterator[tuple[LocalCluster, str, AsyncClient]]:
+    """A cluster, a follower's URL (first of all members' for a watcher) and a client writing to the leader."""
     with trio.fail_after(120):
         async with LocalCluster(tmp_path, size=3) as cluster:
             leader = await cluster.wait_for_leader(timeout=30)
             follower = next(node for node in cluster.nodes if node != leader)
-            others = [cluster.client_url(node) for node in cluster.nodes if node != follower]
-            async with (
-                AsyncClient([cluster.client_url(follower), *others]) as watcher,
-                AsyncClient([cluster.client_url(leader)]) as writer,
-            ):
-                start = (await writer.put("w/start", 0))["revision"]
-                async with contextlib.aclosing(watcher.watch("w/", after_revision=start)) as changes:
-                    before = await write_changes(writer, "w/", 12)
-                    assert await received(changes, len(before)) == before
-                    assert watcher.endpoints.urls[0] == cluster.client_url(follower)  # it streams from there
-                    async with trio.open_nursery() as nursery:
-                        after: list[Change] = []
-                        writing = trio.Event()
+            async with AsyncClient([cluster.client_url(leader)]) as writer:
+                yield cluster, follower, writer
 
-                        async def write_more() -> None:
-                            after.extend(await write_changes(writer, "w/x", 30, writing))
 
-                        nursery.start_soon(write_more)
-                        await writing.wait()
-                        await cluster.kill(follower)  # while changes are being made
-                    assert await received(changes, len(after)) == after  # each once, in order
-                    assert watcher.endpoints.urls[0] != cluster.client_url(follower)
+def members_from(cluster: LocalCluster, first: str) -> list[str]:
+    return [cluster.client_url(node) for node in sorted(cluster.nodes, key=lambda node: node != first)]
+
+
+async def test_a_watch_resumes_on_another_member_when_its_member_is_killed(tmp_path: Path) -> None:
+    async with (
+        watched_from_a_follower(tmp_path) as (cluster, follower, writer),
+        AsyncClient(members_from(cluster, follower)) as watcher,
+    ):
+        start = (await writer.put("w/start", 0))["revision"]
+        async with contextlib.aclosing(watcher.watch("w/", after_revision=start)) as changes:
+            before = await write_changes(writer, "w/", 12)
+            assert await received(changes, len(before)) == before
+            assert watcher.endpoints.urls[0] == cluster.client_url(follower)  # it streams from there
+            after = await write_while_killing(cluster, writer, follower)
+            assert await received(changes, len(after)) == after  # each once, in order
+            assert watcher.endpoints.urls[0] != cluster.client_url(follower)
+
+
+async def test_a_sync_watch_resumes_on_another_member_too(tmp_path: Path) -> None:
+    async with watched_from_a_follower(tmp_path) as (cluster, follower, writer):
+        with Client(members_from(cluster, follower)) as watcher:
+            start = (await writer.put("w/start", 0))["revision"]
+            changes = watcher.watch("w/", after_revision=start)
+
+            async def next_changes(count: int) -> list[Change]:
+                def take() -> list[Change]:
+                    return [(c["type"], c["key"], c["revision"]) for c in itertools.islice(changes, count)]
+
+                return await trio.to_thread.run_sync(take, abandon_on_cancel=True)
+
+            before = await write_changes(writer, "w/", 12)
+            assert await next_changes(len(before)) == before
+            assert watcher.endpoints.urls[0] == cluster.client_url(follower)
+            after = await write_while_killing(cluster, writer, follower)
+            assert await next_changes(len(after)) == after
+            assert watcher.endpoints.urls[0] != cluster.client_url(follower)
+            changes.close()
 
 
 async def test_a_lease_kept_alive_keeps_its_keys_until_the_block_ends(cluster_urls: list[str]) -> None:
