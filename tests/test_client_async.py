@@ -116,12 +116,12 @@ async def test_a_sync_watch_resumes_on_another_member_too(tmp_path: Path) -> Non
 async def test_a_lease_kept_alive_keeps_its_keys_until_the_block_ends(cluster_urls: list[str]) -> None:
     with trio.fail_after(60):
         async with AsyncClient(cluster_urls) as kv:
-            lease = (await kv.grant_lease(1))["id"]
+            lease = (await kv.grant_lease(2))["id"]
             revision = (await kv.put("kept/k", 1, lease=lease))["revision"]
             async with kv.keep_alive(lease):
-                await trio.sleep(3)  # three times the ttl: only the keep-alive saves the key
+                await trio.sleep(6)  # three times the ttl: only the keep-alive saves the key
                 assert await kv.get("kept/k") is not None
-            change = await kv.wait("kept/k", after_revision=revision)  # the lease expires a second later
+            change = await kv.wait("kept/k", after_revision=revision)  # the lease expires 2 s later
             assert change is not None and change["type"] == "delete"
 
 
