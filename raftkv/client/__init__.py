@@ -6,30 +6,45 @@ the answer), and carried out by either client with the same rules: start from an
 ``Idempotency-Key`` across retries, so it applies once -- and set aside for a while a member that stops
 answering, as etcd's client balancer does. Errors are typed (``NotFound``, ``PreconditionFailed``,
 ``Unavailable``, ...).
+
+Beyond single calls: ``Txn`` builds transactions, ``watch`` follows changes across members without losing
+or repeating one, leases come with a keep-alive, and ``raftkv.client.election`` elects a leader (or holds a
+lock) with them.
 """
 
 from raftkv.client.calls import Call
 from raftkv.client.errors import (
     ClientError,
+    Compacted,
     Conflict,
+    IdempotencyConflict,
+    LeaseNotFound,
     NotFound,
     PreconditionFailed,
     RaftkvError,
+    TooLarge,
     Unauthorized,
     Unavailable,
 )
 from raftkv.client.sync import Client
 from raftkv.client.trio import AsyncClient
+from raftkv.client.txn import Txn, TxnOutcome
 
 __all__ = [
     "AsyncClient",
     "Call",
     "Client",
     "ClientError",
+    "Compacted",
     "Conflict",
+    "IdempotencyConflict",
+    "LeaseNotFound",
     "NotFound",
     "PreconditionFailed",
     "RaftkvError",
+    "TooLarge",
+    "Txn",
+    "TxnOutcome",
     "Unauthorized",
     "Unavailable",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import httpx
@@ -41,11 +41,12 @@ class Attempts(Generic[T]):
     headers: dict[str, str]
     pause: float = FIRST_PAUSE
     last_error: str = "no member was tried"
-    idempotency_key: str = field(default="")
 
     def __post_init__(self) -> None:
+        """A write's key is chosen once, here: every retry sends the same, so the write applies once."""
         if self.call.write and "Idempotency-Key" not in self.headers:
-            self.headers = {**self.headers, "Idempotency-Key": self.idempotency_key or uuid.uuid4().hex}
+            key = self.call.idempotency_key or uuid.uuid4().hex
+            self.headers = {**self.headers, "Idempotency-Key": key}
 
     def request(self) -> tuple[str, dict[str, Any]]:
         """Where to send the next attempt, and the arguments of ``httpx.Client.request`` for it."""
@@ -53,6 +54,8 @@ class Attempts(Generic[T]):
         arguments: dict[str, Any] = {"params": dict(self.call.params), "headers": self.headers}
         if self.call.json is not None:
             arguments["json"] = self.call.json
+        if self.call.timeout is not None:
+            arguments["timeout"] = self.call.timeout
         return url + self.call.path, arguments
 
     def failed(self, url: str, error: httpx.TransportError) -> Retry:
@@ -72,7 +75,7 @@ class Attempts(Generic[T]):
         if status in RETRIED_STATUSES or (status == 409 and self.call.retry_conflicts):
             self.last_error = f"{status}: {body.get('error')}"
             return self._again(float(response.headers.get("Retry-After", 0) or 0))
-        raise error_for(status, body)
+        raise error_for(status, body, self.call.errors)
 
     def _again(self, at_least: float = 0.0) -> Retry:
         pause = max(self.pause, min(at_least, MAX_PAUSE))
