@@ -138,6 +138,14 @@ class WatchQuery(BaseModel):
     timeout: Annotated[float, BeforeValidator(_query_number), Field(ge=0, le=MAX_STREAM)] | None = None
 
 
+class EventsQuery(BaseModel):
+    """Query of ``GET /events``."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    timeout: Annotated[float, BeforeValidator(_query_number), Field(ge=0, le=MAX_STREAM)] | None = None
+
+
 # --- client bodies ----------------------------------------------------------------------------------------
 
 
@@ -363,6 +371,52 @@ class Status(_Output):
     snapshot_index: NonNegativeInt
     members: list[Member]
     insecure: bool
+
+
+class LogEntryInfo(_Output):
+    index: PositiveInt
+    term: NonNegativeInt
+    kind: Literal["normal", "membership"]
+
+
+class NodeState(_Output):
+    """One member as the dashboard draws it (a ``state`` event of ``/events``)."""
+
+    id: str
+    role: Role
+    term: NonNegativeInt
+    vote: str | None
+    leader: str | None
+    commit: NonNegativeInt
+    applied: NonNegativeInt
+    last_index: NonNegativeInt
+    last_term: NonNegativeInt
+    snapshot_index: NonNegativeInt
+    log: list[LogEntryInfo]
+    members: list[Member]
+
+
+class ElectionStep(_Output):
+    """One step of an election (an ``election`` event of ``/events``)."""
+
+    step: Literal["pre-campaign", "campaign", "voted", "leader", "follower"]
+    term: NonNegativeInt
+    candidate: str | None  # on ``voted``: whom the vote went to
+    leader: str | None  # on ``follower``: the leader now known
+
+
+class TrafficCount(_Output):
+    direction: Literal["sent", "received"]
+    peer: str
+    kind: str
+    count: PositiveInt
+
+
+class Traffic(_Output):
+    """The peer messages of one interval (a ``traffic`` event of ``/events``)."""
+
+    seconds: float
+    counts: list[TrafficCount]
 
 
 class Health(_Output):
