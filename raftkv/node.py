@@ -161,6 +161,9 @@ class RaftNode(Generic[M]):
         self._reads: list[tuple[int, _Waiter]] = []  # waiting for the apply loop to reach an index
         self._apply_send, self._apply_recv = trio.open_memory_channel[_ApplyWork](APPLY_BACKLOG)
         self.traffic = Traffic()  # peer messages sent and received, for the dashboard
+        self.cut_off: frozenset[NodeId] = (
+            frozenset()
+        )  # peers whose messages are dropped both ways (a partition)
         self._forwarder = Forwarder(
             config.id, rng, self._forward_target, self._send, self._placed_by_leader, self._refused
         )
@@ -206,6 +209,8 @@ class RaftNode(Generic[M]):
         arrived in full is dropped: the core must not take a snapshot the storage cannot restore (the leader
         sends it again). Forwarded writes, and the answers to ours, are the node's business, not the core's."""
         for message in messages:
+            if message.src in self.cut_off:
+                continue
             self.traffic.received(message)
             if isinstance(message, Forward):
                 self._serve_forward(message)
@@ -591,6 +596,8 @@ class RaftNode(Generic[M]):
         return max(voters, key=lambda node: (self.core.progress[node].match, node), default=None)
 
     def _send(self, message: PeerMessage) -> None:
+        if message.dst in self.cut_off:
+            return
         self.traffic.sent(message)
         self.transport.send(message)
 

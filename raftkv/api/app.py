@@ -23,6 +23,7 @@ from raftkv.api import (
     dashboard_routes,
     docs,
     events,
+    fault_routes,
     kv_routes,
     lease_routes,
     ops_routes,
@@ -130,6 +131,7 @@ def create_app(node: RaftNode[kv.KVStore]) -> QuartTrio:
             docs.operations,
             events.operations,
             dashboard_routes.operations,
+            fault_routes.operations,
         ],
         guard,
     )

@@ -154,7 +154,7 @@ def allow_member_origins(node: RaftNode[kv.KVStore], response: Response) -> Resp
     origin = request.headers.get("Origin")
     if request.path != EVENTS_PATH or origin is None:
         return response
-    origins = {_origin(str(member["url"])) for member in node.members()}
+    origins = {origin_of(str(member["url"])) for member in node.members()}
     if origin in origins:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Allow-Headers"] = "Authorization"
@@ -162,6 +162,7 @@ def allow_member_origins(node: RaftNode[kv.KVStore], response: Response) -> Resp
     return response
 
 
-def _origin(url: str) -> str:
+def origin_of(url: str) -> str:
+    """``scheme://host:port`` of ``url``, as a browser names the origin of a page."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"

@@ -68,6 +68,7 @@ _QUERY_INTEGER = re.compile(r"-?[0-9]+")
 _QUERY_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 DEFAULT_PAGE, MAX_PAGE = 1000, 10_000  # keys per page of GET /kv
 DEFAULT_WAIT, MAX_WAIT = 30.0, 300.0  # seconds a long-poll watch waits for a change
+MAX_PARTITION_PEERS = 100
 MAX_STREAM = 86400.0  # seconds a watch stream may be asked to last
 _QUERY_BOOLEANS = {"true": True, "false": False}
 
@@ -461,6 +462,12 @@ class TransferRequest(StrictInput):
     """``POST /cluster/transfer-leadership``: to ``id``, or (absent) to the most caught-up voter."""
 
     id: NodeId | None = None
+
+
+class Partition(StrictInput):
+    """``PUT /cluster/partition`` and its answer: the peers this node is cut off from (none: healed)."""
+
+    peers: list[NodeId] = Field(max_length=MAX_PARTITION_PEERS)
 
 
 class ClusterQuery(BaseModel):

@@ -286,15 +286,13 @@ let ringIds = [];
 
 function drawRing(ids) {
   ringIds = ids;
-  const ring = document.getElementById("ring");
-  const pulses = [...ring.querySelectorAll(".pulse")];
+  const ring = document.getElementById("ring-base");
   ring.replaceChildren();
   ids.forEach((a, i) => ids.slice(i + 1).forEach((b) => {
     const [x1, y1] = position(ids, a);
     const [x2, y2] = position(ids, b);
     ring.append(svg("line", { class: "link", x1, y1, x2, y2 }));
   }));
-  ring.append(...pulses);
   const colors = { leader: "#2e7d32", candidate: "#ef6c00", "pre-candidate": "#ef6c00", follower: "#1565c0", down: "#9e9e9e", paused: "#6a1b9a" };
   for (const id of ids) {
     const entry = nodes.get(id) || node(id);
@@ -316,15 +314,16 @@ function pulse(from, to, kind, count) {
   const family = /Vote/.test(kind) ? "vote" : kind === "Heartbeat" ? "heartbeat" : /Append|Snapshot/.test(kind) ? "append" : "other";
   const [x1, y1] = position(ringIds, from);
   const [x2, y2] = position(ringIds, to);
-  const ring = document.getElementById("ring");
+  const layer = document.getElementById("pulses");
   const dots = Math.min(count, MAX_PULSES);
   for (let i = 0; i < dots; i++) {
     const dot = svg("circle", { class: "pulse", r: 4, cx: x1, cy: y1, fill: PULSE_COLORS[family] });
-    const begin = `${(i / dots).toFixed(2)}s`;
-    dot.append(svg("animate", { attributeName: "cx", from: x1, to: x2, dur: "0.6s", begin, fill: "freeze" }));
-    dot.append(svg("animate", { attributeName: "cy", from: y1, to: y2, dur: "0.6s", begin, fill: "freeze" }));
-    ring.append(dot);
-    setTimeout(() => dot.remove(), 1700);
+    layer.append(dot);
+    const flight = dot.animate(
+      [{ transform: "translate(0, 0)" }, { transform: `translate(${x2 - x1}px, ${y2 - y1}px)` }],
+      { duration: 600, delay: (1000 * i) / dots, fill: "both" },
+    );
+    flight.onfinish = () => dot.remove();
   }
 }
 
