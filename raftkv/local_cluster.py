@@ -28,13 +28,13 @@ async def run_cluster(nodes: int, base_port: int, data_dir: Path) -> None:
             print(f"{node_id}  {child.url}  (log: {child.log_path})", flush=True)
         (control,) = await nursery.start(serve_control, supervisor)
         print(f'cluster token: {token_file} (curl -H "Authorization: Bearer $(cat {token_file})" ...)')
-        fragment = urlencode({"token": supervisor.token, "control": control})
-        print(f"dashboard: {urls['n1']}/dashboard#{fragment}", flush=True)
         try:
             leader = await wait_for_leader(list(urls.values()))
             print(f"leader: {' '.join(leader)}", flush=True)
         except NoLeader:
             print("no leader elected yet: see the logs", flush=True)
+        fragment = urlencode({"token": supervisor.token, "control": control})
+        print(f"dashboard: {urls['n1']}/dashboard#{fragment}", flush=True)
         print("Ctrl-C stops the cluster.", flush=True)
 
 

@@ -46,6 +46,14 @@ def test_an_election_won_is_a_campaign_a_vote_for_itself_and_a_leadership() -> N
     assert steps(state(Role.CANDIDATE, 2, vote="n1"), state(Role.LEADER, 2, "n1", "n1")) == [("leader", "n1")]
 
 
+def test_a_campaign_seen_only_by_its_outcome_is_still_told() -> None:
+    assert steps(state(Role.FOLLOWER, 1, leader="n2"), state(Role.LEADER, 2, "n1", "n1")) == [
+        ("campaign", None),
+        ("voted", "n1"),
+        ("leader", "n1"),
+    ]
+
+
 def test_a_vote_for_another_and_a_step_down_are_told_apart() -> None:
     assert steps(state(Role.FOLLOWER, 1), state(Role.FOLLOWER, 2, vote="n3")) == [("voted", "n3")]
     assert steps(state(Role.LEADER, 2, "n1", "n1"), state(Role.FOLLOWER, 3, leader="n2")) == [

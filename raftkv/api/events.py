@@ -84,6 +84,8 @@ def election_steps(before: models.NodeState, after: models.NodeState) -> list[mo
     role, term = after.role, after.term
     if role in CAMPAIGNING and (role != before.role or term != before.term):
         steps.append(models.ElectionStep(step=CAMPAIGNING[role], term=term, candidate=None, leader=None))
+    elif role is Role.LEADER and term != before.term:  # the whole campaign fell between two states
+        steps.append(models.ElectionStep(step="campaign", term=term, candidate=None, leader=None))
     if after.vote is not None and (after.vote, term) != (before.vote, before.term):
         steps.append(models.ElectionStep(step="voted", term=term, candidate=after.vote, leader=None))
     if role != before.role and role is Role.LEADER:
