@@ -36,9 +36,8 @@ from raftkv.raft.types import Role
 from raftkv.traffic import TrafficKey
 
 LOG_TAIL: Final = 10  # entries of the log each state carries
-MIN_INTERVAL: Final = (
-    0.1  # seconds between two state events at most: under load the commit index moves all the time
-)
+MIN_INTERVAL: Final = 0.1
+"""Seconds at least between two state events: under load the commit index moves with every batch."""
 TRAFFIC_INTERVAL: Final = 1.0  # seconds counted by each traffic event
 CAMPAIGNING: Final[dict[Role, Literal["pre-campaign", "campaign"]]] = {
     Role.PRE_CANDIDATE: "pre-campaign",

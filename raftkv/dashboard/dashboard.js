@@ -75,6 +75,7 @@ async function stream(url) {
     const entry = id && nodes.get(id);
     if (entry && entry.up) {
       entry.up = false;
+      entry.traffic = [];
       note(`${id} is unreachable`);
       schedule();
     }
@@ -117,7 +118,7 @@ function onState(state, url) {
 
 function onElection(id, step) {
   const text = {
-    "pre-campaign": `${id} asks for pre-votes for term ${step.term}`,
+    "pre-campaign": `${id} asks for pre-votes (in term ${step.term})`,
     campaign: `${id} campaigns in term ${step.term}`,
     voted: `${id} votes for ${step.candidate} in term ${step.term}`,
     leader: `${id} becomes the leader of term ${step.term}`,
