@@ -7,16 +7,8 @@ leader shows a new leader. Screenshots go to ``artifacts/dashboard/`` (ignored b
 
 from __future__ import annotations
 
-import contextlib
 import os
-import random
-import select
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -26,14 +18,12 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
 
-from raftkv_harness.cluster import HOST
+from raftkv_harness.processes import raftkv_cluster
 
 CHROMIUM: Final = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER: Final = shutil.which("chromedriver")
 ARTIFACTS: Final = Path(__file__).resolve().parent.parent / "artifacts" / "dashboard"
-START_TIMEOUT: Final = 60.0  # seconds for `raftkv cluster` to print the dashboard's address
 PAGE_TIMEOUT: Final = 30.0  # seconds for the page to show a leader, and a new one after the kill
-STOP_TIMEOUT: Final = 30.0
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None or CHROMEDRIVER is None,
@@ -41,55 +31,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def consecutive_free_ports(count: int) -> int:
-    """The first of ``count`` consecutive loopback ports that are free now (``raftkv cluster`` takes a base)."""
-    for _ in range(1000):
-        base = random.SystemRandom().randrange(20000, 30000)
-        with contextlib.ExitStack() as stack:
-            try:
-                for port in range(base, base + count):
-                    stack.enter_context(socket.socket()).bind((HOST, port))
-            except OSError:
-                continue
-            return base
-    raise RuntimeError(f"no {count} consecutive free ports")
-
-
-def read_line_with(process: subprocess.Popen[bytes], prefix: str, timeout: float) -> str:
-    """The rest of the first line ``process`` prints that starts with ``prefix``, waiting at most ``timeout``
-    seconds (unbuffered reads: a line already read into a buffer would not wake ``select``)."""
-    assert process.stdout is not None
-    fd, printed, end = process.stdout.fileno(), b"", time.monotonic() + timeout
-    while (left := end - time.monotonic()) > 0 and select.select([fd], [], [], left)[0]:
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        printed += chunk
-        for line in printed.decode().splitlines(keepends=True):
-            if line.startswith(prefix) and line.endswith("\n"):
-                return line.removeprefix(prefix).strip()
-    raise AssertionError(f"`raftkv cluster` printed no {prefix!r} line in {timeout}s: {printed.decode()}")
-
-
 @pytest.fixture
 def dashboard_url(tmp_path: Path) -> Iterator[str]:
-    """The dashboard of a fresh ``raftkv cluster`` of three nodes, with its buttons; Ctrl-C stops it."""
-    base = consecutive_free_ports(3)
-    command = [sys.executable, "-m", "raftkv", "cluster", "--nodes", "3", "--base-port", str(base)]
-    process = subprocess.Popen(
-        [*command, "--data-dir", str(tmp_path / "cluster")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield read_line_with(process, "dashboard: ", START_TIMEOUT)
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    """The dashboard of a fresh ``raftkv cluster`` of three nodes, with its buttons."""
+    with raftkv_cluster(tmp_path / "cluster") as cluster:
+        yield cluster.dashboard
 
 
 @pytest.fixture
