@@ -161,9 +161,7 @@ class RaftNode(Generic[M]):
         self._reads: list[tuple[int, _Waiter]] = []  # waiting for the apply loop to reach an index
         self._apply_send, self._apply_recv = trio.open_memory_channel[_ApplyWork](APPLY_BACKLOG)
         self.traffic = Traffic()  # peer messages sent and received, for the dashboard
-        self.cut_off: frozenset[NodeId] = (
-            frozenset()
-        )  # peers whose messages are dropped both ways (a partition)
+        self.cut_off: frozenset[NodeId] = frozenset()  # peers whose messages are dropped both ways
         self._forwarder = Forwarder(
             config.id, rng, self._forward_target, self._send, self._placed_by_leader, self._refused
         )
@@ -207,7 +205,8 @@ class RaftNode(Generic[M]):
     def deliver(self, *messages: PeerMessage) -> None:
         """Messages from a peer, in order (replies travel on their own). An InstallSnapshot whose data has not
         arrived in full is dropped: the core must not take a snapshot the storage cannot restore (the leader
-        sends it again). Forwarded writes, and the answers to ours, are the node's business, not the core's."""
+        sends it again). Forwarded writes, and the answers to ours, are the node's business, not the core's. A
+        message from a peer in ``cut_off`` is dropped, as a partition would."""
         for message in messages:
             if message.src in self.cut_off:
                 continue
@@ -596,6 +595,7 @@ class RaftNode(Generic[M]):
         return max(voters, key=lambda node: (self.core.progress[node].match, node), default=None)
 
     def _send(self, message: PeerMessage) -> None:
+        """Every peer message leaves through here: counted, or dropped while its peer is cut off."""
         if message.dst in self.cut_off:
             return
         self.traffic.sent(message)
