@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="run with peers but no cluster token: anyone who reaches a port can rewrite the data",
     )
+    s.add_argument(
+        "--allow-fault-injection",
+        action="store_true",
+        default=None,
+        help="let PUT /cluster/partition (cluster token) cut this node off from peers, for demonstrations",
+    )
 
     c = commands.add_parser("cluster", help="run a local cluster of child processes until Ctrl-C")
     c.add_argument("--nodes", type=int, default=3)
@@ -85,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         trio.run(run_cluster, args.nodes, args.base_port, args.data_dir)
         print("cluster stopped")
         return
-    names = [flag[2:].replace("-", "_") for flag in SERVE_SETTINGS] + ["insecure"]
+    names = [flag[2:].replace("-", "_") for flag in SERVE_SETTINGS] + ["insecure", "allow_fault_injection"]
     flags = {name: getattr(args, name) for name in names}
     try:
         flags["peers"] = parse_peers(args.peer)

@@ -79,6 +79,9 @@ class NodeConfig(BaseSettings):
     client_token: SecretStr | None = None  # when set, the client API needs "Bearer <client token>" too
     client_token_file: Path | None = None
     insecure: bool = False  # run peers without a cluster token (logged as a warning; /status says so)
+    allow_fault_injection: bool = (
+        False  # PUT /cluster/partition may cut this node off (raftkv cluster's dashboard)
+    )
     cert_file: Path | None = None  # serve HTTPS with this certificate chain ...
     key_file: Path | None = None  # ... and this private key
     peer_ca_file: Path | None = None  # verify https peers against these CA certificates

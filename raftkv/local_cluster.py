@@ -4,35 +4,30 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import BinaryIO
+from urllib.parse import urlencode
 
 import trio
 
-from raftkv.launch import NoLeader, Statuses, cluster_token_file, node_command, wait_for_leader
+from raftkv.cluster_control import HOST, Supervisor, serve_control
+from raftkv.launch import NoLeader, Statuses, cluster_token_file, wait_for_leader
 from raftkv.progress import ProgressLine
-
-HOST = "127.0.0.1"
 
 
 async def run_cluster(nodes: int, base_port: int, data_dir: Path) -> None:
-    """Start ``nodes`` child processes sharing a generated cluster token, report the leader, and stop them all
-    when cancelled (Ctrl-C, SIGTERM)."""
+    """Start ``nodes`` child processes sharing a generated cluster token and the control API of the
+    dashboard's fault buttons, report the leader and the dashboard's address, and stop them all when
+    cancelled (Ctrl-C, SIGTERM)."""
     urls = {f"n{i + 1}": f"http://{HOST}:{base_port + i}" for i in range(nodes)}
     token_file = cluster_token_file(data_dir)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
-        for i, (node_id, url) in enumerate(urls.items()):
+        supervisor = Supervisor(nursery, data_dir, token_file.read_text().strip(), token_file)
+        for i, node_id in enumerate(urls):
             peers = {p: u for p, u in urls.items() if p != node_id}
-            command = node_command(
-                node_id,
-                f"{HOST}:{base_port + i}",
-                data_dir / node_id,
-                peers,
-                options=["--token-file", str(token_file)],
-            )
-            log_file = (data_dir / f"{node_id}.log").open("ab")
-            nursery.start_soon(_run_child, command, log_file)
-            print(f"{node_id}  {url}  (log: {data_dir / f'{node_id}.log'})", flush=True)
+            child = supervisor.add(node_id, base_port + i, peers, [])
+            await supervisor.start(child)
+            print(f"{node_id}  {child.url}  (log: {child.log_path})", flush=True)
+        (control,) = await nursery.start(serve_control, supervisor)
         print(f'cluster token: {token_file} (curl -H "Authorization: Bearer $(cat {token_file})" ...)')
         progress = ProgressLine()
         term = 0
@@ -49,6 +44,8 @@ async def run_cluster(nodes: int, base_port: int, data_dir: Path) -> None:
             print(f"leader: {' '.join(leader)}", flush=True)
         except NoLeader:
             progress.finish("no leader elected yet: see the logs")
+        fragment = urlencode({"token": supervisor.token, "control": control})
+        print(f"dashboard: {urls['n1']}/dashboard#{fragment}", flush=True)
         print("Ctrl-C stops the cluster.", flush=True)
 
 
@@ -59,10 +56,3 @@ async def _stop_on_signal(scope: trio.CancelScope) -> None:
             print("stopping the cluster", flush=True)
             scope.cancel()
             return
-
-
-async def _run_child(command: list[str], log_file: BinaryIO) -> None:
-    try:
-        await trio.run_process(command, stdout=log_file, stderr=log_file, check=False)
-    finally:
-        log_file.close()

@@ -46,6 +46,7 @@ from raftkv.raft.types import (
 )
 from raftkv.storage import Storage
 from raftkv.trace import StageClock
+from raftkv.traffic import Traffic
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +164,10 @@ class RaftNode(Generic[M]):
         self._traced: dict[int, StageClock] = {}  # proposals whose client asked for X-Raft-Trace, by index
         self._reads: list[tuple[int, _Waiter]] = []  # waiting for the apply loop to reach an index
         self._apply_send, self._apply_recv = trio.open_memory_channel[_ApplyWork](APPLY_BACKLOG)
+        self.traffic = Traffic()  # peer messages sent and received, for the dashboard
+        self.cut_off: frozenset[NodeId] = frozenset()  # peers whose messages are dropped both ways
         self._forwarder = Forwarder(
-            config.id, rng, self._forward_target, transport.send, self._placed_by_leader, self._refused
+            config.id, rng, self._forward_target, self._send, self._placed_by_leader, self._refused
         )
         self.metrics = metrics or NodeMetrics()
         self.metrics.observe_state(self._metric_state)
@@ -208,8 +211,12 @@ class RaftNode(Generic[M]):
     def deliver(self, *messages: PeerMessage) -> None:
         """Messages from a peer, in order (replies travel on their own). An InstallSnapshot whose data has not
         arrived in full is dropped: the core must not take a snapshot the storage cannot restore (the leader
-        sends it again). Forwarded writes, and the answers to ours, are the node's business, not the core's."""
+        sends it again). Forwarded writes, and the answers to ours, are the node's business, not the core's. A
+        message from a peer in ``cut_off`` is dropped, as a partition would."""
         for message in messages:
+            if message.src in self.cut_off:
+                continue
+            self.traffic.received(message)
             if isinstance(message, Forward):
                 self._serve_forward(message)
                 continue
@@ -481,7 +488,7 @@ class RaftNode(Generic[M]):
             for message in ready.messages:
                 if self._traced and isinstance(message, AppendEntries) and message.entries:
                     self._mark_traced("sent", message.entries[-1].index)
-                self.transport.send(message)
+                self._send(message)
             if self._traced and ready.committed:
                 self._mark_traced("committed", ready.committed[-1].index)
             self._observe_commits(ready.committed)
@@ -604,6 +611,13 @@ class RaftNode(Generic[M]):
         voters = [node for node in self.core.progress if self.core.membership.is_voter(node)]
         return max(voters, key=lambda node: (self.core.progress[node].match, node), default=None)
 
+    def _send(self, message: PeerMessage) -> None:
+        """Every peer message leaves through here: counted, or dropped while its peer is cut off."""
+        if message.dst in self.cut_off:
+            return
+        self.traffic.sent(message)
+        self.transport.send(message)
+
     def _wake(self) -> None:
         self._wakeup.set()
 
@@ -698,7 +712,7 @@ class RaftNode(Generic[M]):
                     first = first or index
         except NotLeader:
             first = None
-        self.transport.send(
+        self._send(
             ForwardReply(
                 term=self.core.term, src=self.config.id, dst=forward.src, seq=forward.seq, index=first
             )

@@ -28,6 +28,8 @@ def test_the_wheel_holds_the_product_and_no_harness(tmp_path: Path) -> None:
     packages = {name.split("/")[0] for name in names if not name.startswith("raftkv-")}
     assert packages == {"raftkv"}
     assert "raftkv/openapi.yaml" in names and "raftkv/raft/core.py" in names
+    dashboard = {f"raftkv/dashboard/{name}" for name in ("index.html", "dashboard.js", "dashboard.css")}
+    assert dashboard <= set(names)
     assert not [name for name in names if "harness" in name or "testing" in name]
 
 

@@ -52,6 +52,7 @@ PARAMETER_MODELS = {
     models.ListQuery,
     models.KeyQuery,
     models.WatchQuery,
+    models.EventsQuery,
     models.ClusterQuery,
     models.SnapshotChunkQuery,
 }
@@ -233,6 +234,7 @@ def test_the_raft_endpoints_take_the_messages_the_spec_says() -> None:
     [
         (models.KeyQuery, "get", "/kv/{key}"),
         (models.WatchQuery, "get", "/watch"),
+        (models.EventsQuery, "get", "/events"),
         (models.ReadQuery, "get", "/leases"),
         (models.ReadQuery, "get", "/"),
         (models.WriteQuery, "put", "/kv/{key}"),

@@ -19,7 +19,17 @@ from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 from werkzeug.routing import PathConverter
 
 from raftkv import kv
-from raftkv.api import cluster_routes, docs, kv_routes, lease_routes, ops_routes, raft_routes
+from raftkv.api import (
+    cluster_routes,
+    dashboard_routes,
+    docs,
+    events,
+    fault_routes,
+    kv_routes,
+    lease_routes,
+    ops_routes,
+    raft_routes,
+)
 from raftkv.api.asgi import ShieldLastSend
 from raftkv.api.binding import HTTP_METHODS, bind, spec_operations
 from raftkv.api.context import REPLAYED_HEADER, Api
@@ -122,6 +132,10 @@ def create_app(node: RaftNode[kv.KVStore]) -> QuartTrio:
             response.headers["Connection"] = "close"
         return response
 
+    @app.after_request
+    async def allow_member_origins(response: Response) -> Response:
+        return events.allow_member_origins(node, response)
+
     app.asgi_app = ShieldLastSend(app.asgi_app)  # type: ignore[method-assign]
     bind(
         app,
@@ -134,6 +148,9 @@ def create_app(node: RaftNode[kv.KVStore]) -> QuartTrio:
             cluster_routes.operations,
             raft_routes.operations,
             docs.operations,
+            events.operations,
+            dashboard_routes.operations,
+            fault_routes.operations,
         ],
         guard,
     )

@@ -68,6 +68,7 @@ _QUERY_INTEGER = re.compile(r"-?[0-9]+")
 _QUERY_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 DEFAULT_PAGE, MAX_PAGE = 1000, 10_000  # keys per page of GET /kv
 DEFAULT_WAIT, MAX_WAIT = 30.0, 300.0  # seconds a long-poll watch waits for a change
+MAX_PARTITION_PEERS = 100
 MAX_STREAM = 86400.0  # seconds a watch stream may be asked to last
 _QUERY_BOOLEANS = {"true": True, "false": False}
 
@@ -135,6 +136,14 @@ class WatchQuery(BaseModel):
 
     prefix: str = ""
     after_revision: Annotated[QueryInt, Field(ge=0)] | None = None
+    timeout: Annotated[float, BeforeValidator(_query_number), Field(ge=0, le=MAX_STREAM)] | None = None
+
+
+class EventsQuery(BaseModel):
+    """Query of ``GET /events``."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
     timeout: Annotated[float, BeforeValidator(_query_number), Field(ge=0, le=MAX_STREAM)] | None = None
 
 
@@ -365,6 +374,52 @@ class Status(_Output):
     insecure: bool
 
 
+class LogEntryInfo(_Output):
+    index: PositiveInt
+    term: NonNegativeInt
+    kind: Literal["normal", "membership"]
+
+
+class NodeState(_Output):
+    """One member as the dashboard draws it (a ``state`` event of ``/events``)."""
+
+    id: str
+    role: Role
+    term: NonNegativeInt
+    vote: str | None
+    leader: str | None
+    commit: NonNegativeInt
+    applied: NonNegativeInt
+    last_index: NonNegativeInt
+    last_term: NonNegativeInt
+    snapshot_index: NonNegativeInt
+    log: list[LogEntryInfo]
+    members: list[Member]
+
+
+class ElectionStep(_Output):
+    """One step of an election (an ``election`` event of ``/events``)."""
+
+    step: Literal["pre-campaign", "campaign", "voted", "leader", "follower"]
+    term: NonNegativeInt
+    candidate: str | None  # on ``voted``: whom the vote went to
+    leader: str | None  # on ``follower``: the leader now known
+
+
+class TrafficCount(_Output):
+    direction: Literal["sent", "received"]
+    peer: str
+    kind: str
+    count: PositiveInt
+
+
+class Traffic(_Output):
+    """The peer messages of one interval (a ``traffic`` event of ``/events``)."""
+
+    seconds: float
+    counts: list[TrafficCount]
+
+
 class Health(_Output):
     status: Literal["ok"] = "ok"
 
@@ -407,6 +462,12 @@ class TransferRequest(StrictInput):
     """``POST /cluster/transfer-leadership``: to ``id``, or (absent) to the most caught-up voter."""
 
     id: NodeId | None = None
+
+
+class Partition(StrictInput):
+    """``PUT /cluster/partition`` and its answer: the peers this node is cut off from (none: healed)."""
+
+    peers: list[NodeId] = Field(max_length=MAX_PARTITION_PEERS)
 
 
 class ClusterQuery(BaseModel):
