@@ -64,6 +64,9 @@ async def keep_lease_alive(api: Api, lease: str) -> Response:
     lease_number = models.parse_lease(lease)
 
     async def on_the_leader() -> Response:
+        # A new leader may not have applied the grant yet: a read barrier waits until it has applied every
+        # entry committed before it (it commits in its term first), so a granted lease is never a 404.
+        await api.node.read_barrier()
         with unknown_lease_is_404():
             ttl = api.leases.keep_alive(lease_number)
         return json_response(models.LeaseInfo(id=lease_number, ttl=ttl))
