@@ -26,6 +26,9 @@ from raftkv_harness.cluster import LocalCluster
 IDEMPOTENCY: Final = "Idempotency-Key"
 REPLAYED: Final = "Idempotent-Replayed"
 FAILOVER_DEADLINE: Final = 30.0  # seconds a request may take to find a node that answers, election included
+ATTEMPT_TIMEOUT: Final = (
+    2.0  # a follower holds a write it relays to a dead leader for the request timeout (5 s)
+)
 TEST_DEADLINE: Final = 120.0
 STREAM_TIMEOUT: Final = httpx.Timeout(10.0, read=30.0)  # an idle stream sends a comment every 15 seconds
 
@@ -49,12 +52,14 @@ async def until_answered(
     http: httpx.AsyncClient, cluster: LocalCluster, method: str, path: str, **request: Any
 ) -> httpx.Response:
     """Send the request to each serving node in turn until one answers other than 503, as a client does
-    through a failover (sending a write again is safe only with an Idempotency-Key)."""
+    through a failover: an attempt that is slow to answer is given up and sent to the next node (sending a
+    write again, even while the first attempt may still be pending, is safe only with an Idempotency-Key)."""
     with trio.fail_after(FAILOVER_DEADLINE):
         while True:
             for node_id in serving(cluster):
+                url = cluster.client_url(node_id) + path
                 try:
-                    answer = await http.request(method, cluster.client_url(node_id) + path, **request)
+                    answer = await http.request(method, url, timeout=ATTEMPT_TIMEOUT, **request)
                 except httpx.HTTPError:
                     continue
                 if answer.status_code != 503:
