@@ -26,9 +26,8 @@ from raftkv_harness.cluster import LocalCluster
 IDEMPOTENCY: Final = "Idempotency-Key"
 REPLAYED: Final = "Idempotent-Replayed"
 FAILOVER_DEADLINE: Final = 30.0  # seconds a request may take to find a node that answers, election included
-ATTEMPT_TIMEOUT: Final = (
-    2.0  # a follower holds a write it relays to a dead leader for the request timeout (5 s)
-)
+# A follower holds a write it relays to a dead leader for the whole request timeout (5 s): give up sooner.
+ATTEMPT_TIMEOUT: Final = 2.0
 TEST_DEADLINE: Final = 120.0
 STREAM_TIMEOUT: Final = httpx.Timeout(10.0, read=30.0)  # an idle stream sends a comment every 15 seconds
 
@@ -451,14 +450,12 @@ async def test_a_long_poll_never_answers_with_a_change_from_before_its_revision(
                 for changes in answered.values():
                     await changes.wait_until(more_than(3))
                 await cluster.kill(leader)
-                before_restart = len(answered[leader].received)
                 await cluster.wait_for_leader(other_than=leader)
                 await cluster.restart(leader)
-                for changes in answered.values():
+                for changes in answered.values():  # the restarted node included
                     await changes.wait_until(more_than(len(changes.received) + 3))
                 stop.set()
             polling.cancel_scope.cancel()
-        assert len(answered[leader].received) > before_restart + 3  # the restarted node answered too
         acknowledged = {change.revision: change for change in writer.written}
         for node_id, changes in answered.items():
             assert all(acknowledged[change.revision] == change for change in changes.received), node_id
