@@ -499,3 +499,44 @@ async def test_a_lease_kept_alive_through_the_failover_outlives_its_ttl_and_ends
         for lease in leases.values():
             gone = await until_answered(http, cluster, "GET", f"/leases/{lease}")
             assert gone.status_code == 404, gone.text
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=pytest.RaisesGroup(AssertionError),  # not a missed window (pytest.fail), nor a deadline
+    reason="a keep-alive on a new leader that has not yet applied the entries of earlier terms answers 404 "
+    "for a lease that exists (POST /leases/{id}/keepalive looks the lease up without a read barrier)",
+)
+async def test_a_keep_alive_reaching_a_new_leader_before_it_applied_the_grant_finds_the_lease(
+    cluster: LocalCluster, http: httpx.AsyncClient
+) -> None:
+    """The grant commits, but the leader dies before the followers learn so (its links to them are slow, and
+    cut as its answer arrives); the survivors' link is slow too, so the new leader's first entry, which
+    commits the grant on it, takes a while. A keep-alive in between must not be told the lease is gone."""
+    with trio.fail_after(TEST_DEADLINE):
+        leader = await cluster.wait_for_leader()
+        survivors = [n for n in cluster.nodes if n != leader]
+        cluster.mesh.set_delay(0.2, links=[(leader, n) for n in survivors])
+
+        async def cut_off_once_answered(event: str, info: dict[str, Any]) -> None:
+            if event == "http11.receive_response_headers.complete":
+                cluster.mesh.isolate(leader)
+
+        url = cluster.client_url(leader)
+        grant = await http.post(
+            f"{url}/leases", json={"ttl": 30}, extensions={"trace": cut_off_once_answered}
+        )
+        assert grant.status_code == 200, grant.text
+        lease = grant.json()["id"]
+        await cluster.kill(leader)
+        cluster.mesh.heal()
+        cluster.mesh.set_delay(0.15, links=[(a, b) for a in survivors for b in survivors if a != b])
+        for node_id in survivors:
+            held = await http.get(f"{cluster.client_url(node_id)}/leases", params={"consistency": "stale"})
+            if held.json()["leases"]:
+                pytest.fail(f"{node_id} applied the grant before the kill: the window is missed")
+
+        kept = await until_answered(http, cluster, "POST", f"/leases/{lease}/keepalive")
+        assert kept.status_code == 200, kept.text
+        found = await until_answered(http, cluster, "GET", f"/leases/{lease}")
+        assert found.status_code == 200, found.text
