@@ -501,12 +501,6 @@ async def test_a_lease_kept_alive_through_the_failover_outlives_its_ttl_and_ends
             assert gone.status_code == 404, gone.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.RaisesGroup(AssertionError),  # not a missed window (pytest.fail), nor a deadline
-    reason="a keep-alive on a new leader that has not yet applied the entries of earlier terms answers 404 "
-    "for a lease that exists (POST /leases/{id}/keepalive looks the lease up without a read barrier)",
-)
 async def test_a_keep_alive_reaching_a_new_leader_before_it_applied_the_grant_finds_the_lease(
     cluster: LocalCluster, http: httpx.AsyncClient
 ) -> None:
