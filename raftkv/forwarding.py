@@ -58,6 +58,7 @@ Refused = Callable[[object, str], None]
 @dataclass(slots=True)
 class _Batch:
     seq: int
+    leader: NodeId
     writes: list[object]
 
 
@@ -112,6 +113,19 @@ class Forwarder:
         if self.in_flight is None:
             self._send_next()
 
+    def leader_changed(self) -> None:
+        """Another leader, or none, is known now: the batch in flight to the old one may never be answered (it
+        may be dead), so its writes are refused at once, their outcome unknown, rather than left to time out
+        while a new leader already serves; what waits goes to the new leader."""
+        batch = self.in_flight
+        known = self.leader()
+        if batch is None or (known is not None and known[0] == batch.leader):
+            return
+        self.in_flight = None
+        for write in batch.writes:
+            self.refused(write, f"leadership moved away from {batch.leader}; the outcome is unknown, retry")
+        self._send_next()
+
     def _send_next(self) -> None:
         """Send what is waiting, up to a batch, to the leader known now (or refuse it all if none is)."""
         if not self.waiting:
@@ -129,7 +143,7 @@ class Forwarder:
             count += 1
         taken, self.waiting = self.waiting[:count], self.waiting[count:]
         self.seq += 1
-        self.in_flight = _Batch(self.seq, [write for _, write in taken])
+        self.in_flight = _Batch(self.seq, leader, [write for _, write in taken])
         self.send(
             Forward(
                 term=term,

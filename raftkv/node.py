@@ -480,6 +480,8 @@ class RaftNode(Generic[M]):
             if (self.core.membership, self.core.leader_id) != self._routed:
                 if self.core.leader_id not in (None, self._routed[1]):
                     self.metrics.leader_changes.inc()
+                if self.core.leader_id != self._routed[1]:
+                    self._forwarder.leader_changed()
                 if self.core.membership != self._routed[0]:
                     self._known.update(self.core.membership.addresses)
                     log.info("membership: %s", self.members())

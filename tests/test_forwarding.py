@@ -70,6 +70,20 @@ def test_a_late_answer_to_an_abandoned_batch_is_ignored_and_the_next_batch_is_no
     assert f.placed == {"b": (8, 3)}
 
 
+def test_a_new_leader_refuses_the_batch_in_flight_to_the_old_one_at_once_and_takes_what_waits() -> None:
+    f = Follower()
+    f.forwarder.submit(b"a", "a")
+    f.forwarder.submit(b"b", "b")
+    f.forwarder.leader_changed()  # the same leader: nothing happens
+    assert f.refused == {} and len(f.sent) == 1
+    f.leader = ("n3", 4)  # n1 died; n3 leads term 4
+    f.forwarder.leader_changed()
+    assert "a" in f.refused and "outcome is unknown" in f.refused["a"]
+    assert f.sent[1].dst == "n3" and f.sent[1].commands == (b"b",)
+    f.reply(f.sent[0], index=7)  # n1's answer turns up after all: too late, ignored
+    assert f.placed == {}
+
+
 def test_answers_of_an_earlier_incarnation_are_not_taken() -> None:
     before, after = Follower(), Follower()
     after.forwarder = Forwarder(
