@@ -9,6 +9,10 @@ A node that becomes leader starts every lease's countdown afresh from its full t
 counted: so a failover can only make a lease last longer, never end early -- a client that kept a lease alive
 up to the failover still has a full ttl to reach the new leader. A lease granted while this node leads starts
 when the node applies the grant, which is after the client asked for it.
+
+A keep-alive that comes once the countdown has run out is refused (404), and so is every keep-alive after
+the revoke was proposed, even if that proposal's outcome is not known yet: a lease whose keep-alive was
+answered always lives a full ttl after it.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ class LeaseKeeper:
         self.node = node
         self.deadlines: dict[int, float] = {}  # lease -> when it runs out (trio clock), while this node leads
         self._queue: list[tuple[float, int]] = []  # (deadline, lease), with stale entries skipped when popped
-        self._revoking: set[int] = set()
+        self._revoking: set[int] = set()  # revokes being proposed now
+        self._ended: set[int] = set()  # leases this leader proposed to revoke: never kept alive again
         self._led_term: int | None = None  # the term whose leases are counted here (None: not leading)
         self._seen: tuple[kv.KVStore, int] | None = None  # the store and lease version deadlines follow
 
@@ -45,9 +50,11 @@ class LeaseKeeper:
         if self._led_term is None:
             raise NotLeader(self.node.core.leader_id)
         held = self.node.machine.lease(lease)
-        if held is None:
+        deadline = self.deadlines.get(lease)
+        now = trio.current_time()
+        if held is None or lease in self._ended or (deadline is not None and deadline <= now):
             raise LeaseNotFound(lease)
-        self._set(lease, trio.current_time() + held[0])
+        self._set(lease, now + held[0])
         return held[0]
 
     def remaining(self, lease: int) -> float:
@@ -70,6 +77,7 @@ class LeaseKeeper:
                     deadline, lease = heapq.heappop(self._queue)
                     if self.deadlines.get(lease) == deadline and lease not in self._revoking:
                         self._revoking.add(lease)
+                        self._ended.add(lease)
                         nursery.start_soon(self._revoke, lease)
                 with trio.move_on_at(self._queue[0][0] if self._queue else float("inf")):
                     await self.node.changed()
@@ -98,6 +106,7 @@ class LeaseKeeper:
             if self._led_term is not None:
                 self.deadlines.clear()
                 self._queue.clear()
+                self._ended.clear()
                 self._led_term = self._seen = None
             return
         if self._led_term == node.core.term and self._seen == (store, store.lease_version):
@@ -107,9 +116,11 @@ class LeaseKeeper:
         if self._led_term != node.core.term:
             self.deadlines.clear()
             self._queue.clear()
+            self._ended.clear()
             self._led_term = node.core.term
         for lease in self.deadlines.keys() - ttls.keys():
             del self.deadlines[lease]
+        self._ended &= ttls.keys()
         for lease, ttl in ttls.items():
             if lease not in self.deadlines:
                 self._set(lease, now + ttl)
