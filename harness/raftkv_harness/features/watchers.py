@@ -58,7 +58,7 @@ class Watcher:
                     self.record.reconnects += 1
                     await trio.sleep(RECONNECT_PAUSE)
 
-    def _resume_point(self) -> int:
+    def resume_point(self) -> int:
         """The revision to watch after: the one before the last event's, whose events are dropped (unless a
         resync gap already starts at or after it)."""
         events, skipped_to = (
@@ -73,7 +73,7 @@ class Watcher:
         return last - 1
 
     async def _stream(self, client: httpx.AsyncClient) -> None:
-        after = self._resume_point()
+        after = self.resume_point()
         headers = {"Last-Event-ID": str(after)}
         url = f"{self.rng.choice(self.urls)}/watch"
         async with client.stream("GET", url, params={"prefix": PREFIX}, headers=headers) as response:
