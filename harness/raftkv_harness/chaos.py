@@ -256,7 +256,8 @@ def print_progress(line: str) -> None:
 
 
 async def run_chaos(config: ChaosConfig, progress: Progress = print_progress) -> ChaosReport:
-    """One chaos run; writes history.jsonl, timeline.json, summary.json and logs/ into ``config.out``.
+    """One chaos run; writes history.jsonl, timeline.json, summary.json, features.json (the feature clients'
+    records) and logs/ into ``config.out``.
 
     Raises on harness trouble (a node that does not start, no leader after the faults, a key that stays
     unreadable): a run that cannot finish proves nothing either way."""
@@ -293,6 +294,8 @@ async def run_chaos(config: ChaosConfig, progress: Progress = print_progress) ->
     (config.out / "history.jsonl").write_text(history_to_jsonl(history))
     timeline = {"events": nemesis.timeline_dicts(), "leaders": leaders.samples}
     (config.out / "timeline.json").write_text(json.dumps(timeline, indent=1))
+    if features is not None:
+        (config.out / "features.json").write_text(json.dumps(features.records(), default=str))
     progress(f"checking {len(history)} operations")
     started = time.perf_counter()
     result = check(history)

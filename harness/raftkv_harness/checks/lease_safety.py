@@ -21,12 +21,14 @@ CLOCK_MARGIN: Final = 0.1
 @dataclass
 class LeaseLife:
     """One lease and its key; times on the harness's clock. ``renewals``: send times of the acknowledged grant
-    and keep-alives; ``established``: when the put of the key on the lease was acknowledged."""
+    and keep-alives; ``established``: when the put of the key on the lease was acknowledged; ``gone_at``: when
+    a keep-alive was answered 404 (not judged: it tells a reader of the record when the holder gave up)."""
 
     key: str
     ttl: float
     established: float
     renewals: list[float] = field(default_factory=list)
+    gone_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,7 @@ class LeaseHolder:
             if response is not None and response.status_code == 200:
                 life.renewals.append(sent)
             elif response is not None and response.status_code == 404:
+                life.gone_at = self.now()
                 return
 
     async def _prober(self, stop: trio.Event) -> None:

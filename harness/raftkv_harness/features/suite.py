@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
@@ -126,6 +126,16 @@ class FeatureWorkload:
         if answer.status != 200:
             raise RuntimeError(f"the fence was not written: {answer.status}")
         self.fence.revision = answer.body()["revision"]
+
+    def records(self) -> dict[str, Any]:
+        """Everything the checks judged, for features.json: enough to judge a run again by hand."""
+        return {
+            "writes": [asdict(write) for write in self.writers.writes],
+            "audits": [asdict(audit) for audit in self.transfers.audits],
+            "leases": [asdict(life) for life in self.holder.lives],
+            "lease_probes": [asdict(probe) for probe in self.holder.probes],
+            "watchers": [asdict(w.record) for w in [*self.watchers, self.reference]],
+        }
 
     def report(self) -> FeatureReport:
         reference = self.reference.record
