@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from raftkv_harness.checks.events import ChangeEvent
 from raftkv_harness.checks.exactly_once import IdempotentWrite, check_exactly_once
-from raftkv_harness.checks.lease_safety import LeaseLife, Probe, check_leases
+from raftkv_harness.checks.lease_safety import LeaseLife, Probe, check_late_keep_alives, check_leases
 from raftkv_harness.checks.transfers import Audit, check_transfers
 from raftkv_harness.checks.watch_completeness import WatchRecord, check_watch
 
@@ -142,3 +142,16 @@ def test_a_lease_key_gone_before_its_ttl_is_reported() -> None:
 def test_the_clock_margin_is_allowed_for() -> None:
     assert check_leases([LIFE], [Probe("lease/0", 5.8, 5.95, False)]) == []
     assert len(check_leases([LIFE], [Probe("lease/0", 5.8, 5.85, False)])) == 1
+
+
+def test_an_early_end_after_a_late_keep_alive_is_reported_apart() -> None:
+    """Renewed at 3.0, then late at 6.5 (the lease could have run out at 6.0): the keep-alive was acknowledged,
+    so the key must stay until 9.5; gone at 7.0 it is a late keep-alive wrongly acknowledged."""
+    late = LeaseLife("lease/0", ttl=3.0, established=1.2, renewals=[1.0, 2.0, 3.0, 6.5])
+    probes = [Probe("lease/0", 6.8, 7.0, False)]
+    assert check_leases([late], probes) == []
+    assert check_late_keep_alives([late], probes) == [
+        "lease/0 absent at 7.00 s, 2.50 s before its lease could end "
+        "(last acknowledged renewal sent at 6.50 s, ttl 3 s, after a late one)"
+    ]
+    assert check_late_keep_alives([LIFE], [Probe("lease/0", 4.0, 4.2, False)]) == []

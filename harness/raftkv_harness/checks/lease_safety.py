@@ -7,10 +7,16 @@ linearizable read that finds it absent -- at a moment no later than the read's r
 rounding and the timers of two processes: the harness and the nodes all read this machine's monotonic clock.
 A holder cut off from the cluster simply gets no acknowledgements, which this check reads as not keeping
 the lease alive.
+
+Early ends come in two kinds, reported apart: ``check_leases`` those of leases renewed in time all along, and
+``check_late_keep_alives`` those that followed a late renewal (sent more than ``ttl`` after the one before):
+the lease may have run out at the leader by then, so that keep-alive should have been answered 404, not
+acknowledged and then undone by the revoke already under way.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -42,16 +48,37 @@ class Probe:
 def check_leases(
     lives: Sequence[LeaseLife], probes: Sequence[Probe], margin: float = CLOCK_MARGIN
 ) -> list[str]:
+    return [message for late, message in _early_ends(lives, probes, margin) if not late]
+
+
+def check_late_keep_alives(
+    lives: Sequence[LeaseLife], probes: Sequence[Probe], margin: float = CLOCK_MARGIN
+) -> list[str]:
+    return [message for late, message in _early_ends(lives, probes, margin) if late]
+
+
+def _early_ends(lives: Sequence[LeaseLife], probes: Sequence[Probe], margin: float) -> list[tuple[bool, str]]:
+    """Every read that found a key absent before its lease could end, and whether a late renewal came first."""
     by_key = {life.key: life for life in lives}
-    problems = []
+    found = []
     for probe in probes:
         life = by_key.get(probe.key)
         if probe.present or life is None or probe.call < life.established or not life.renewals:
             continue
-        kept_until = max(life.renewals) + life.ttl
-        if probe.ret < kept_until - margin:
-            problems.append(
-                f"{probe.key} absent at {probe.ret:.2f} s, {kept_until - probe.ret:.2f} s before its lease "
-                f"could end (last acknowledged renewal sent at {max(life.renewals):.2f} s, ttl {life.ttl:g} s)"
+        last = max(life.renewals)
+        if probe.ret >= last + life.ttl - margin:
+            continue
+        renewals = sorted(life.renewals)
+        late = any(
+            after - before > life.ttl and before + life.ttl < probe.ret
+            for before, after in itertools.pairwise(renewals)
+        )
+        found.append(
+            (
+                late,
+                f"{probe.key} absent at {probe.ret:.2f} s, {last + life.ttl - probe.ret:.2f} s before its lease "
+                f"could end (last acknowledged renewal sent at {last:.2f} s, ttl {life.ttl:g} s"
+                f"{', after a late one' if late else ''})",
             )
-    return problems
+        )
+    return found

@@ -18,7 +18,7 @@ import trio
 
 from raftkv_harness.checks.events import ChangeEvent
 from raftkv_harness.checks.exactly_once import check_exactly_once
-from raftkv_harness.checks.lease_safety import check_leases
+from raftkv_harness.checks.lease_safety import check_late_keep_alives, check_leases
 from raftkv_harness.checks.transfers import check_transfers
 from raftkv_harness.checks.watch_completeness import WatchRecord, check_watch
 from raftkv_harness.features.idempotent_writers import IdempotentWriters
@@ -152,6 +152,7 @@ class FeatureWorkload:
             ),
             "watch streams complete": check_watch(streams, reference.events, reference_after),
             "leases kept alive stay": check_leases(self.holder.lives, self.holder.probes),
+            "late keep-alives refused": check_late_keep_alives(self.holder.lives, self.holder.probes),
         }
         writes, counts = self.writers.writes, self.transfers.counts
         figures = {
