@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from raftkv_harness.checks.events import ChangeEvent
 from raftkv_harness.checks.exactly_once import IdempotentWrite, check_exactly_once
-from raftkv_harness.checks.lease_safety import LeaseLife, Probe, check_late_keep_alives, check_leases
+from raftkv_harness.checks.lease_safety import LeaseLife, Probe, Renewal, check_late_keep_alives, check_leases
 from raftkv_harness.checks.transfers import Audit, check_transfers
 from raftkv_harness.checks.watch_completeness import WatchRecord, check_watch
 
@@ -119,7 +119,11 @@ def test_declared_resync_gaps_and_a_compacted_reference_are_allowed_for() -> Non
     assert check_watch([stream(REFERENCE)], REFERENCE[2:], reference_after=2) == []
 
 
-LIFE = LeaseLife("lease/0", ttl=3.0, established=1.2, renewals=[1.0, 2.0, 3.0])
+def renewals(*sent: float) -> list[Renewal]:
+    return [Renewal(time, time + 0.1) for time in sent]
+
+
+LIFE = LeaseLife("lease/0", ttl=3.0, established=1.2, renewals=renewals(1.0, 2.0, 3.0))
 
 
 def test_a_lease_key_present_while_kept_alive_and_gone_after_its_ttl_passes() -> None:
@@ -147,7 +151,7 @@ def test_the_clock_margin_is_allowed_for() -> None:
 def test_an_early_end_after_a_late_keep_alive_is_reported_apart() -> None:
     """Renewed at 3.0, then late at 6.5 (the lease could have run out at 6.0): the keep-alive was acknowledged,
     so the key must stay until 9.5; gone at 7.0 it is a late keep-alive wrongly acknowledged."""
-    late = LeaseLife("lease/0", ttl=3.0, established=1.2, renewals=[1.0, 2.0, 3.0, 6.5])
+    late = LeaseLife("lease/0", ttl=3.0, established=1.2, renewals=renewals(1.0, 2.0, 3.0, 6.5))
     probes = [Probe("lease/0", 6.8, 7.0, False)]
     assert check_leases([late], probes) == []
     assert check_late_keep_alives([late], probes) == [
@@ -155,3 +159,10 @@ def test_an_early_end_after_a_late_keep_alive_is_reported_apart() -> None:
         "(last acknowledged renewal sent at 6.50 s, ttl 3 s, after a late one)"
     ]
     assert check_late_keep_alives([LIFE], [Probe("lease/0", 4.0, 4.2, False)]) == []
+
+
+def test_a_keep_alive_sent_in_time_but_answered_after_the_ttl_counts_as_late() -> None:
+    slow = LeaseLife("lease/0", ttl=3.0, established=1.2, renewals=[*renewals(1.0, 3.0), Renewal(5.5, 6.2)])
+    probes = [Probe("lease/0", 6.8, 7.0, False)]
+    assert check_leases([slow], probes) == []
+    assert len(check_late_keep_alives([slow], probes)) == 1

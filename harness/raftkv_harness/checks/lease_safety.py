@@ -9,9 +9,9 @@ A holder cut off from the cluster simply gets no acknowledgements, which this ch
 the lease alive.
 
 Early ends come in two kinds, reported apart: ``check_leases`` those of leases renewed in time all along, and
-``check_late_keep_alives`` those that followed a late renewal (sent more than ``ttl`` after the one before):
-the lease may have run out at the leader by then, so that keep-alive should have been answered 404, not
-acknowledged and then undone by the revoke already under way.
+``check_late_keep_alives`` those that followed a late renewal (acknowledged more than ``ttl`` after the one
+before it was sent): the lease may have run out at the leader before it arrived, so that keep-alive should
+have been answered 404, not acknowledged and then undone by the revoke already under way.
 """
 
 from __future__ import annotations
@@ -24,16 +24,24 @@ from typing import Final
 CLOCK_MARGIN: Final = 0.1
 
 
+@dataclass(frozen=True)
+class Renewal:
+    """An acknowledged grant or keep-alive: it reached the leader between ``sent`` and ``acknowledged``."""
+
+    sent: float
+    acknowledged: float
+
+
 @dataclass
 class LeaseLife:
-    """One lease and its key; times on the harness's clock. ``renewals``: send times of the acknowledged grant
-    and keep-alives; ``established``: when the put of the key on the lease was acknowledged; ``gone_at``: when
+    """One lease and its key; times on the harness's clock. ``renewals``: the acknowledged grant and
+    keep-alives, in order; ``established``: when the put of the key on the lease was acknowledged; ``gone_at``: when
     a keep-alive was answered 404 (not judged: it tells a reader of the record when the holder gave up)."""
 
     key: str
     ttl: float
     established: float
-    renewals: list[float] = field(default_factory=list)
+    renewals: list[Renewal] = field(default_factory=list)
     gone_at: float | None = None
 
 
@@ -65,13 +73,12 @@ def _early_ends(lives: Sequence[LeaseLife], probes: Sequence[Probe], margin: flo
         life = by_key.get(probe.key)
         if probe.present or life is None or probe.call < life.established or not life.renewals:
             continue
-        last = max(life.renewals)
+        last = max(renewal.sent for renewal in life.renewals)
         if probe.ret >= last + life.ttl - margin:
             continue
-        renewals = sorted(life.renewals)
         late = any(
-            after - before > life.ttl and before + life.ttl < probe.ret
-            for before, after in itertools.pairwise(renewals)
+            after.acknowledged > before.sent + life.ttl and before.sent + life.ttl < probe.ret
+            for before, after in itertools.pairwise(life.renewals)
         )
         found.append(
             (

@@ -1,6 +1,6 @@
 """A lease holder and a prober: the holder grants a lease, puts a key on it and keeps it alive every third of
-its ttl, each time at a node drawn afresh, recording the send time of every acknowledged grant and
-keep-alive; when the lease is gone (a keep-alive answered 404) it starts a new one on a new key. The prober
+its ttl, each time at a node drawn afresh, recording when every acknowledged grant and keep-alive was
+sent and answered; when the lease is gone (a keep-alive answered 404) it starts a new one on a new key. The prober
 reads the newest key with linearizable reads all along. ``checks.lease_safety`` judges the two records.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import httpx
 import trio
 
-from raftkv_harness.checks.lease_safety import LeaseLife, Probe
+from raftkv_harness.checks.lease_safety import LeaseLife, Probe, Renewal
 from raftkv_harness.features.retrying import send, send_until_answered
 
 PREFIX = "x/lease/"
@@ -67,6 +67,7 @@ class LeaseHolder:
         )
         if grant.status != 200:
             return None
+        grant_acknowledged = self.now()
         lease, key = grant.body()["id"], f"{PREFIX}{generation}"
         put = await send_until_answered(
             client,
@@ -81,7 +82,9 @@ class LeaseHolder:
         )
         if put.status != 200:
             return None
-        life = LeaseLife(key, float(TTL), established=self.now(), renewals=[sent])
+        life = LeaseLife(
+            key, float(TTL), established=self.now(), renewals=[Renewal(sent, grant_acknowledged)]
+        )
         self.lives.append(life)
         return lease, life
 
@@ -97,7 +100,7 @@ class LeaseHolder:
                 client, self.urls, rng, "POST", f"/leases/{lease}/keepalive", timeout=self.timeout
             )
             if response is not None and response.status_code == 200:
-                life.renewals.append(sent)
+                life.renewals.append(Renewal(sent, self.now()))
             elif response is not None and response.status_code == 404:
                 life.gone_at = self.now()
                 return
