@@ -14,6 +14,7 @@ import contextlib
 import json
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import httpx
 import trio
@@ -52,7 +53,7 @@ class Watcher:
             trust_env=False, timeout=httpx.Timeout(self.timeout, read=STALL_TIMEOUT)
         ) as client:
             while self.record.end is None:
-                with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
                     await self._stream(client)  # a broken, stalled or garbled stream: resume elsewhere
                 if self.record.end is None:
                     self.record.reconnects += 1
@@ -61,10 +62,8 @@ class Watcher:
     def resume_point(self) -> int:
         """The revision to watch after: the one before the last event's, whose events are dropped (unless a
         resync gap already starts at or after it)."""
-        events, skipped_to = (
-            self.record.events,
-            max([self.record.after, *(high for _, high in self.record.resyncs)]),
-        )
+        events = self.record.events
+        skipped_to = max([self.record.after, *(high for _, high in self.record.resyncs)])
         if not events or events[-1].revision <= skipped_to:
             return max(skipped_to, events[-1].revision if events else 0)
         last = events[-1].revision
@@ -78,7 +77,7 @@ class Watcher:
         url = f"{self.rng.choice(self.urls)}/watch"
         async with client.stream("GET", url, params={"prefix": PREFIX}, headers=headers) as response:
             if response.status_code == 410:
-                self._resync(after, json.loads(await response.aread())["compact_revision"])
+                self._resync(after, int(json.loads(await response.aread())["compact_revision"]))
                 return
             if response.status_code != 200:
                 return
@@ -93,11 +92,12 @@ class Watcher:
                         return
                     kind, data = "message", ""
 
-    def _take(self, kind: str, data: dict[str, object], after: int) -> bool:
+    def _take(self, kind: str, data: dict[str, Any], after: int) -> bool:
         """Record one event; True when the stream is done with (the fence seen, or compacted)."""
         if kind == "compacted":
             self._resync(
-                self.record.events[-1].revision if self.record.events else after, data["compact_revision"]
+                self.record.events[-1].revision if self.record.events else after,
+                int(data["compact_revision"]),
             )
             return True
         event = ChangeEvent.from_json(data)
@@ -107,6 +107,5 @@ class Watcher:
             return True
         return False
 
-    def _resync(self, seen: int, compact_revision: object) -> None:
-        assert isinstance(compact_revision, int)
+    def _resync(self, seen: int, compact_revision: int) -> None:
         self.record.resyncs.append((seen, compact_revision))
