@@ -5,7 +5,9 @@ time, stop the nemesis (it heals the fault in progress), keep the clients going 
 heal's recovery is measured, read every key once more, stop the cluster, and check the history. It reports the
 linearizability verdict, the acknowledged writes lost, the outcome counts, and per fault the throughput during
 and after it, the time until writes were acknowledged again after the heal, and the time to a new leader when
-the fault hit the leader. ``tools/chaos`` is the command around :func:`run`; tests call :func:`run_chaos`.
+the fault hit the leader. Beside the register clients, the feature clients (``features``) use idempotent
+writes, transactions, watches and leases, and their invariants (``checks``) are part of the verdict.
+``tools/chaos`` is the command around :func:`run`; tests call :func:`run_chaos`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import trio
 
 from raftkv_harness.cluster import LocalCluster
 from raftkv_harness.faulty_node import Faults
+from raftkv_harness.features.suite import FeatureConfig, FeatureReport, FeatureWorkload
 from raftkv_harness.linearizability import CheckResult, Op, check, format_report, history_to_jsonl
 from raftkv_harness.nemesis import FaultKind, Nemesis, NemesisEvent, NemesisTiming
 from raftkv_harness.workload import (
@@ -53,6 +56,7 @@ class ChaosConfig:
     node_args: tuple[str, ...] = ()
     unsafe_local_reads: bool = False  # run deliberately broken nodes (see faulty_node), which must fail
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    features: FeatureConfig | None = field(default_factory=FeatureConfig)  # None: the register clients alone
     timing: NemesisTiming = field(default_factory=NemesisTiming)
     recovery: float = 5.0  # the clients keep going this long after the last heal
     progress_interval: float = 5.0
@@ -91,6 +95,7 @@ class ChaosReport:
     ops_per_second: list[OutcomeCounts]
     operations: int
     check_seconds: float
+    features: FeatureReport | None = None
 
     @property
     def linearizable(self) -> bool:
@@ -98,7 +103,7 @@ class ChaosReport:
 
     @property
     def exit_status(self) -> int:
-        if self.check.verdict == "violation" or self.lost:
+        if self.check.verdict == "violation" or self.lost or (self.features and not self.features.held):
             return EXIT_VIOLATION
         return EXIT_OK if self.linearizable else EXIT_HARNESS_ERROR
 
@@ -123,6 +128,7 @@ class ChaosReport:
             "final_values": self.final_values,
             "median_serving_again": self.median_serving_again,
             "check_seconds": self.check_seconds,
+            "features": self.features.to_dict() if self.features else None,
             "faults": [{**asdict(fault), "label": fault.label} for fault in self.faults],
             "ops_per_second": [asdict(bucket) for bucket in self.ops_per_second],
         }
@@ -142,6 +148,7 @@ class ChaosReport:
             f"acknowledged writes lost {len(self.lost)}",
             f"operations               ok {counts.ok}  fail {counts.fail}  unknown {counts.unknown}  "
             f"left out {counts.left_out}",
+            *(self.features.lines() if self.features else []),
             f"serving again after heal median {seconds(self.median_serving_again)}, "
             f"max {seconds(max(map(inf_if_none, serving), default=None))}",
             f"new leader after a leader fault median "
@@ -249,7 +256,8 @@ def print_progress(line: str) -> None:
 
 
 async def run_chaos(config: ChaosConfig, progress: Progress = print_progress) -> ChaosReport:
-    """One chaos run; writes history.jsonl, timeline.json, summary.json and logs/ into ``config.out``.
+    """One chaos run; writes history.jsonl, timeline.json, summary.json, features.json (the feature clients'
+    records) and logs/ into ``config.out``.
 
     Raises on harness trouble (a node that does not start, no leader after the faults, a key that stays
     unreadable): a run that cannot finish proves nothing either way."""
@@ -269,11 +277,15 @@ async def run_chaos(config: ChaosConfig, progress: Progress = print_progress) ->
             origin = trio.current_time()
             urls = [cluster.client_url(node_id) for node_id in (*cluster.nodes, *cluster.spares)]
             workload = Workload(urls, config.workload, seed=config.seed, origin=origin)
+            features = None
+            if config.features is not None:
+                features = FeatureWorkload(urls, config.features, seed=config.seed, now=workload.now)
+                await features.prepare()
             nemesis = Nemesis(
                 cluster, seed=config.seed, kinds=config.faults, timing=config.timing, origin=origin
             )
             leaders = LeaderLog(cluster, origin)
-            await _run_under_faults(config, workload, nemesis, leaders, progress)
+            await _run_under_faults(config, workload, features, nemesis, leaders, progress)
             end = workload.now()
             leader = await cluster.wait_for_leader(timeout=STARTUP_LEADER_TIMEOUT)
             progress(f"faults healed, {leader} leads; reading every key")
@@ -282,6 +294,8 @@ async def run_chaos(config: ChaosConfig, progress: Progress = print_progress) ->
     (config.out / "history.jsonl").write_text(history_to_jsonl(history))
     timeline = {"events": nemesis.timeline_dicts(), "leaders": leaders.samples}
     (config.out / "timeline.json").write_text(json.dumps(timeline, indent=1))
+    if features is not None:
+        (config.out / "features.json").write_text(json.dumps(features.records(), default=str))
     progress(f"checking {len(history)} operations")
     started = time.perf_counter()
     result = check(history)
@@ -295,21 +309,30 @@ async def run_chaos(config: ChaosConfig, progress: Progress = print_progress) ->
         ops_per_second=per_second(history, config.workload.request_timeout),
         operations=len(history),
         check_seconds=time.perf_counter() - started,
+        features=features.report() if features else None,
     )
     (config.out / "summary.json").write_text(json.dumps(report.to_dict(), indent=1, default=str))
     return report
 
 
 async def _run_under_faults(
-    config: ChaosConfig, workload: Workload, nemesis: Nemesis, leaders: LeaderLog, progress: Progress
+    config: ChaosConfig,
+    workload: Workload,
+    features: FeatureWorkload | None,
+    nemesis: Nemesis,
+    leaders: LeaderLog,
+    progress: Progress,
 ) -> None:
-    """Clients and nemesis together for ``config.duration``; then the clients alone for ``config.recovery``."""
+    """Clients and nemesis together for ``config.duration``; then the clients alone for ``config.recovery``;
+    then the feature clients' finish (fence and watchers' catching up)."""
     stop = trio.Event()
     async with trio.open_nursery() as observers:
         observers.start_soon(leaders.run)
         observers.start_soon(_report_progress, config.progress_interval, workload, nemesis, leaders, progress)
         async with trio.open_nursery() as actors:
             actors.start_soon(workload.run, stop)
+            if features is not None:
+                actors.start_soon(features.run, stop)
             with trio.move_on_after(config.duration):
                 await nemesis.run()
             progress(f"[{workload.now():6.1f}s] nemesis stopped; clients go on for {config.recovery:g} s")
