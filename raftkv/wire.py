@@ -14,6 +14,7 @@ import operator
 from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 
+import orjson
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -59,7 +60,10 @@ def _decode_base64(raw: object) -> object:
     return base64.b64decode(raw, validate=True) if isinstance(raw, str) else raw
 
 
-def _encode_base64(data: bytes) -> str:
+def _encode_base64(data: object) -> str:
+    """Bytes as base64 text (also ``orjson``'s hook for values it has no JSON for: only bytes occur)."""
+    if not isinstance(data, bytes):
+        raise TypeError(f"no JSON for {type(data).__name__}")
     return base64.b64encode(data).decode("ascii")
 
 
@@ -180,14 +184,21 @@ class RaftMessageModel(StrictInput):
     def from_core(cls, message: PeerMessage) -> Self:
         if type(message) is not cls.core_type:
             raise TypeError(f"{cls.__name__} wraps {cls.core_type.__name__}, not {type(message).__name__}")
-        fields = {name: _to_wire_value(getattr(message, name)) for name in message.__dataclass_fields__}
-        return cls.model_validate({"type": cls.tag(), **fields})
+        return cls.model_validate(_wire_fields(cls.tag(), message))
 
     def to_core(self) -> PeerMessage:
         fields: dict[str, Any] = {
             name: _to_core_value(getattr(self, name)) for name in self.core_type.__dataclass_fields__
         }
         return self.core_type(**fields)
+
+
+def _wire_fields(tag: str, message: PeerMessage) -> dict[str, object]:
+    """``message`` as the fields of its model (bytes left as bytes)."""
+    fields: dict[str, object] = {"type": tag}
+    for name in message.__dataclass_fields__:
+        fields[name] = _to_wire_value(getattr(message, name))
+    return fields
 
 
 def _to_wire_value(value: object) -> object:
@@ -333,10 +344,8 @@ RAFT_MODELS: tuple[type[RaftMessageModel], ...] = (
     ForwardModel,
     ForwardReplyModel,
 )
-_MODEL_BY_CORE: dict[type[PeerMessage], type[RaftMessageModel]] = {
-    model.core_type: model for model in RAFT_MODELS
-}
 _ANY_MESSAGE_PARSER = _discriminated(*RAFT_MODELS)
+_TAG_BY_CORE: dict[type[PeerMessage], str] = {model.core_type: model.tag() for model in RAFT_MODELS}
 
 
 RAFT_STREAM_PATH = "/raft/stream"
@@ -406,8 +415,10 @@ class FrameReader:
 
 
 def dump_raft_message(message: PeerMessage) -> bytes:
-    """The JSON that carries ``message``."""
-    return _MODEL_BY_CORE[type(message)].from_core(message).model_dump_json().encode()
+    """The JSON that carries ``message``: the same document as its model's, written straight from the core's
+    dataclass. What the core sends is valid by construction, so only the receiver validates (with the model);
+    validating here too cost as much CPU as the rest of the sender's path."""
+    return orjson.dumps(_wire_fields(_TAG_BY_CORE[type(message)], message), default=_encode_base64)
 
 
 def parse_raft_message(raw: bytes | str) -> PeerMessage:

@@ -32,12 +32,6 @@ SEED_BY_KIND = {
     FaultKind.NETDELAY: 15,
     FaultKind.MEMBERSHIP: 16,
 }
-KNOWN_SERVER_BUGS = {
-    # The leader acknowledges a keep-alive that comes while the revoke it proposed for the lease (its ttl ran
-    # out) is under way, and the revoke then commits: the key goes well before ttl after an acknowledged
-    # keep-alive. Reported by the chaos suite, not fixed yet; a late keep-alive needs a fault to be late.
-    "late keep-alives refused",
-}
 UNSAFE_READS_SEED = 8  # its schedule opens with two leader isolations and a majority-minority split
 
 
@@ -78,10 +72,10 @@ async def test_a_correct_cluster_survives_each_fault_kind(kind: FaultKind, tmp_p
 
 
 def assert_features_held(report: ChaosReport, summary: str) -> FeatureReport:
-    """Every feature invariant held but those a known server bug breaks."""
+    """Every feature invariant held: exactly-once writes, the transfers' total, complete watches, leases."""
     assert report.features is not None, summary
     broken = {name for name, problems in report.features.problems.items() if problems}
-    assert broken <= KNOWN_SERVER_BUGS, summary
+    assert not broken, summary
     return report.features
 
 

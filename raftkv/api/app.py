@@ -126,8 +126,9 @@ def create_app(node: RaftNode[kv.KVStore]) -> QuartTrio:
             response.headers["Connection"] = "close"
         if response.headers.get("Connection") == "close":
             return response
-        with contextlib.suppress(RequestEntityTooLarge, RequestTimeout):
-            await request.get_data()
+        if request.content_length or "Transfer-Encoding" in request.headers:  # a body that may be unread
+            with contextlib.suppress(RequestEntityTooLarge, RequestTimeout):
+                await request.get_data()  # costs a scheduler round even when read already: only if needed
         if app.config.get(DRAINING):
             response.headers["Connection"] = "close"
         return response
