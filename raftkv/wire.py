@@ -345,6 +345,15 @@ RAFT_MODELS: tuple[type[RaftMessageModel], ...] = (
     ForwardReplyModel,
 )
 _ANY_MESSAGE_PARSER = _discriminated(*RAFT_MODELS)
+RAFT_MODELS_BY_PATH: dict[str, tuple[type[RaftMessageModel], ...]] = {
+    "/raft/request-vote": (RequestVoteModel, RequestVoteReplyModel),
+    "/raft/append-entries": (AppendEntriesModel, AppendEntriesReplyModel),
+    "/raft/install-snapshot": (InstallSnapshotModel,),
+    "/raft/timeout-now": (TimeoutNowModel,),
+}
+"""The endpoints that take one message each, of these kinds only (peers stream; these serve tools and other
+implementations that speak one RPC per request)."""
+_PARSER_BY_PATH = {path: _discriminated(*models) for path, models in RAFT_MODELS_BY_PATH.items()}
 _TAG_BY_CORE: dict[type[PeerMessage], str] = {model.core_type: model.tag() for model in RAFT_MODELS}
 
 
@@ -421,6 +430,8 @@ def dump_raft_message(message: PeerMessage) -> bytes:
     return orjson.dumps(_wire_fields(_TAG_BY_CORE[type(message)], message), default=_encode_base64)
 
 
-def parse_raft_message(raw: bytes | str) -> PeerMessage:
-    """The core message in JSON, or ValidationError."""
-    return _ANY_MESSAGE_PARSER.validate_json(raw).to_core()
+def parse_raft_message(raw: bytes | str, path: str | None = None) -> PeerMessage:
+    """The core message in JSON, or ValidationError. With ``path``, only the kinds that endpoint takes are
+    accepted (a ``TimeoutNow`` POSTed to ``/raft/append-entries`` is a 400)."""
+    parser = _ANY_MESSAGE_PARSER if path is None else _PARSER_BY_PATH[path]
+    return parser.validate_json(raw).to_core()

@@ -18,7 +18,7 @@ from raftkv.api.app import create_app
 from raftkv.config import NodeConfig
 from raftkv.kv import KVStore
 from raftkv.node import RaftNode
-from raftkv.raft.types import AppendEntries, Entry
+from raftkv.raft.types import AppendEntries, Entry, RequestVote, TimeoutNow
 from raftkv.storage import MemoryStorage
 from raftkv.transport import Transport
 
@@ -48,6 +48,7 @@ def raft_state(node: RaftNode[KVStore]) -> tuple[object, ...]:
 ENDPOINTS = {  # how each Raft endpoint carries one message
     wire.RAFT_STREAM_PATH: (wire.dump_raft_frames, wire.RAFT_STREAM_TYPE),
     "/raft/messages": (wire.dump_raft_batch, "application/json"),
+    "/raft/append-entries": (lambda messages: wire.dump_raft_message(messages[0]), "application/json"),
 }
 endpoints = pytest.mark.parametrize("endpoint", sorted(ENDPOINTS))
 
@@ -158,3 +159,18 @@ async def test_a_body_over_the_limit_is_refused_unread(leader: RaftNode[KVStore]
     response = await client.put("/kv/big", data=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 413 and "error" in await response.get_json()
     assert leader.core.log.last_index == last_index
+
+
+async def test_each_rpc_endpoint_takes_its_own_kinds_only() -> None:
+    """``/raft/append-entries`` takes an AppendEntries; a TimeoutNow sent there is a 400 and changes nothing."""
+    node = make_node()
+    client = create_app(node).test_client()
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    before = raft_state(node)
+    wrong = await client.post(
+        "/raft/append-entries", data=wire.dump_raft_message(TimeoutNow(1, "n2", "n1")), headers=headers
+    )
+    assert wrong.status_code == 400 and raft_state(node) == before
+    vote = RequestVote(5, "n2", "n1", last_log_index=0, last_log_term=0)
+    taken = await client.post("/raft/request-vote", data=wire.dump_raft_message(vote), headers=headers)
+    assert taken.status_code == 202 and node.core.term == 5  # delivered: a higher term is adopted

@@ -2,7 +2,8 @@
 
 Peers stream their messages (``raftStream``): one long request per peer and direction, each line handed to the
 node as it arrives, with no answer per message; a reply travels on the replier's own stream. ``raftMessages``
-takes a batch in one request, for tools and tests. The cluster token is checked before any of this runs (the
+takes a batch in one request, and each RPC's own endpoint (``/raft/append-entries``, ...) one message of its
+kinds, for tools and tests. The cluster token is checked before any of this runs (the
 spec marks these operations).
 """
 
@@ -66,12 +67,25 @@ def stream_refusal(status: int, message: str) -> Response:
     return error_response(status, message, headers={"Connection": "close"})
 
 
-@operations("raftMessages")
-async def raft_messages(api: Api) -> Response:
-    messages = wire.parse_raft_batch(await request.get_data(as_text=False))
+def deliver(api: Api, messages: list[PeerMessage]) -> Response:
+    """Hand messages that arrived in one request to the node, or refuse them all (a 400)."""
     try:
         check(api, messages)
     except Refused as e:
         return error_response(400, str(e))
     api.node.deliver(*messages)
     return json_response(models.Accepted(), status=202)
+
+
+@operations("raftMessages")
+async def raft_messages(api: Api) -> Response:
+    return deliver(api, wire.parse_raft_batch(await request.get_data(as_text=False)))
+
+
+async def one_message(api: Api) -> Response:
+    """One message POSTed to the endpoint of its kind."""
+    return deliver(api, [wire.parse_raft_message(await request.get_data(as_text=False), request.path)])
+
+
+for operation_id in ("raftRequestVote", "raftAppendEntries", "raftInstallSnapshot", "raftTimeoutNow"):
+    operations(operation_id)(one_message)
