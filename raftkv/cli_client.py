@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from raftkv.backup import BackupError, read_header, restore_data_dir
@@ -181,13 +183,20 @@ def run(args: argparse.Namespace) -> None:
     try:
         with client_of(args) as client:
             answer = actions[args.command, getattr(args, "action", None)](client, args)
+            if isinstance(answer, Iterator):
+                signal.signal(signal.SIGINT, end_stream)
             for line in answer if isinstance(answer, Iterator) else [answer]:
                 print(json.dumps(line), flush=True)
-    except KeyboardInterrupt:
-        return  # the way to end a watch
     except (RaftkvError, OSError, ValueError) as e:  # an error answer; a --file that cannot be read
         print(f"error: {e}", file=sys.stderr)
         sys.exit(FAILED)
+
+
+def end_stream(signum: int, frame: FrameType | None) -> None:
+    """Ctrl-C ends a watch or a keep-alive loop at once, with status 0: not by KeyboardInterrupt, which,
+    raised inside httpx's connection handling, can leave a lock held so that the exit hangs closing the
+    connection. The loop has nothing to save: each line it printed was flushed."""
+    os._exit(0)
 
 
 def found(answer: dict[str, Any] | None, key: str) -> dict[str, Any]:
