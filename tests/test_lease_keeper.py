@@ -55,8 +55,9 @@ async def test_a_keep_alive_after_the_countdown_ran_out_is_refused_even_before_t
         with pytest.raises(LeaseNotFound):
             keeper.keep_alive(1)
         net.cut.update(n for n in net.nodes if n != leader.config.id)  # the revoke cannot commit now
+        appended = leader.core.log.last_index
         nursery.start_soon(keeper.run)
-        await trio.sleep(0.5)
+        await wait_until([leader], lambda: leader.core.log.last_index > appended)  # the revoke is proposed
         assert leader.machine.lease(1) is not None  # proposed, not committed
         with pytest.raises(LeaseNotFound):
             keeper.keep_alive(1)

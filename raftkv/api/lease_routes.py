@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from quart import Response, request
 
@@ -41,37 +41,40 @@ async def list_leases(api: Api) -> Response:
 
 @operations("getLease")
 async def get_lease(api: Api, lease: str) -> Response:
-    query = api.query(models.WriteQuery)
-    lease_number = models.parse_lease(lease)
-
-    async def on_the_leader() -> Response:
-        await api.node.read_barrier()
+    def detail(lease_number: int) -> Response:
         held = api.store.lease(lease_number)
-        with unknown_lease_is_404():
-            if held is None:
-                raise LeaseNotFound(lease_number)
-            remaining = api.leases.remaining(lease_number)
+        if held is None:
+            raise LeaseNotFound(lease_number)
+        remaining = api.leases.remaining(lease_number)
         return json_response(
             models.LeaseDetail(id=lease_number, ttl=held[0], remaining=remaining, keys=held[1])
         )
 
-    return await api.router.on_leader(query.redirect, on_the_leader)
+    return await on_the_leader(api, lease, detail)
 
 
 @operations("keepLeaseAlive")
 async def keep_lease_alive(api: Api, lease: str) -> Response:
+    def renew(lease_number: int) -> Response:
+        return json_response(models.LeaseInfo(id=lease_number, ttl=api.leases.keep_alive(lease_number)))
+
+    return await on_the_leader(api, lease, renew)
+
+
+async def on_the_leader(api: Api, lease: str, answer: Callable[[int], Response]) -> Response:
+    """``answer`` for the lease, on the leader (forwarded or redirected there) once it passed a read barrier:
+    a new leader may not have applied a grant yet, and the barrier waits until it has applied every entry
+    committed before it (it commits in its term first), so a granted lease is never a 404 there. An unknown
+    lease is a 404."""
     query = api.query(models.WriteQuery)
     lease_number = models.parse_lease(lease)
 
-    async def on_the_leader() -> Response:
-        # A new leader may not have applied the grant yet: a read barrier waits until it has applied every
-        # entry committed before it (it commits in its term first), so a granted lease is never a 404.
+    async def on_leader() -> Response:
         await api.node.read_barrier()
         with unknown_lease_is_404():
-            ttl = api.leases.keep_alive(lease_number)
-        return json_response(models.LeaseInfo(id=lease_number, ttl=ttl))
+            return answer(lease_number)
 
-    return await api.router.on_leader(query.redirect, on_the_leader)
+    return await api.router.on_leader(query.redirect, on_leader)
 
 
 @operations("revokeLease")
