@@ -11,7 +11,8 @@
 
 Client calls (``write``, ``read_barrier``, ``change_membership``) and Raft messages from peers only touch the
 core and wake the driver, so everything that arrives while one batch is being fsynced shares the next batch:
-group commit for free. Storage is one caller at a time (``_storage_lock``), always in a worker thread.
+group commit for free. Storage is one caller at a time (``_storage_lock``), in a worker thread whenever the
+call waits for the disk.
 """
 
 from __future__ import annotations
@@ -465,9 +466,12 @@ class RaftNode(Generic[M]):
             if ready.hard_state or ready.entries or ready.snapshot:
                 async with self._storage_lock:
                     try:
-                        await self._run_blocking(
-                            self.storage.save, ready.hard_state, ready.entries, ready.snapshot
-                        )
+                        if self.storage.needs_disk(ready.hard_state, ready.entries, ready.snapshot):
+                            await self._run_blocking(
+                                self.storage.save, ready.hard_state, ready.entries, ready.snapshot
+                            )
+                        else:  # only the commit index moved: no disk work, so no trip to a worker thread
+                            self.storage.save(ready.hard_state, ready.entries, ready.snapshot)
                     except Exception as e:
                         first = ready.entries[0].index if ready.entries else None
                         e.add_note(

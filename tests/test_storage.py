@@ -835,8 +835,8 @@ def run_power_loss_case(seed: int) -> None:
     rng = random.Random(seed)
     disk = SimulatedDisk()
     durable = LogState()  # the state after the last save that returned
-    # What a power cut may leave: the state after the last fsynced save, or after any later save that only
-    # moved the commit index (those skip the fsync), or after the save in flight.
+    # What a power cut may leave: the state after the last save that wrote, or after the save in flight (a
+    # save that only moves the commit index writes nothing; the next one that writes carries it).
     candidates = [durable]
     for _ in range(4):
         disk.power_off_after(rng.randint(1, 60))
@@ -847,7 +847,7 @@ def run_power_loss_case(seed: int) -> None:
                 if rng.random() < 0.1:
                     random_transfer(rng, storage, durable)
                 args, after = random_save(rng, durable)
-                unsynced = commit_only(args, durable)
+                unsynced = durable.moves_only_commit(*args)
                 candidates = [*candidates, after]
                 random_data_for(rng, storage, args[2])
                 storage.save(*args)
@@ -857,15 +857,18 @@ def run_power_loss_case(seed: int) -> None:
             pass
         disk.crash(keep_torn=rng.random() < 0.7, rng=rng)
     storage, durable = open_and_check(disk, candidates)
+    written = durable
     for _ in range(3):  # writable again after recovering
-        args, durable = random_save(rng, durable)
+        args, after = random_save(rng, durable)
         random_data_for(rng, storage, args[2])
         storage.save(*args)
+        written = written if durable.moves_only_commit(*args) else after
+        durable = after
     storage.close()
-    assert open_on(disk).load() == durable.persistent_state()
+    assert open_on(disk).load() == written.persistent_state()
 
 
-def test_only_a_save_that_moves_nothing_but_the_commit_index_skips_the_fsync() -> None:
+def test_only_a_save_that_moves_nothing_but_the_commit_index_waits_for_no_disk() -> None:
     disk = SimulatedDisk()
     storage = open_on(disk)
     storage.save(HardState(2, "n1", 0), [Entry(1, 2, b"x")], None)
@@ -875,6 +878,7 @@ def test_only_a_save_that_moves_nothing_but_the_commit_index_skips_the_fsync() -
         ((HardState(3, "n2", 1), [], None), True),
         ((None, [Entry(2, 3, b"y")], None), True),
     ]:
+        assert storage.needs_disk(*save) is durable, save
         storage.save(*save)
         disk.crash(keep_torn=False, rng=random.Random(0))
         storage = open_on(disk)
@@ -883,13 +887,14 @@ def test_only_a_save_that_moves_nothing_but_the_commit_index_skips_the_fsync() -
         storage.save(*save)  # put back what a crash took, for the next step
 
 
-def commit_only(args: SaveArgs, before: LogState) -> bool:
-    hard_state, entries, snapshot = args
-    same_vote = hard_state is not None and (hard_state.term, hard_state.vote) == (
-        before.hard_state.term,
-        before.hard_state.vote,
-    )
-    return same_vote and not entries and snapshot is None
+def test_the_next_record_written_carries_a_commit_index_saved_only_in_memory() -> None:
+    disk = SimulatedDisk()
+    storage = open_on(disk)
+    storage.save(HardState(2, "n1", 0), [Entry(1, 2, b"x"), Entry(2, 2, b"y")], None)
+    storage.save(HardState(2, "n1", 2), [], None)
+    storage.save(None, [Entry(3, 2, b"z")], None)
+    disk.crash(keep_torn=False, rng=random.Random(0))
+    assert open_on(disk).load().hard_state == HardState(2, "n1", 2)
 
 
 def random_data_for(rng: random.Random, storage: FileStorage, snapshot: Snapshot | None) -> None:

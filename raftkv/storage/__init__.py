@@ -46,8 +46,15 @@ class Storage(Protocol):
         2. ``entries`` replace every stored entry from ``entries[0].index`` on; 3. ``hard_state`` replaces
         the stored one. Raises ValueError, storing nothing, if the entries would leave a gap, or if the
         snapshot's data was never written or received (except at index 0, a bootstrap configuration).
-        A save of a hard state that differs only in its commit index may skip the fsync: a crash may then
-        bring back an older commit index, which is still true, and the leader tells the current one again."""
+        A save of a hard state that differs only in its commit index may stay in memory until the next save
+        that writes (see ``needs_disk``): a crash may then bring back an older commit index, which is still
+        true, and the leader tells the current one again."""
+
+    def needs_disk(
+        self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None
+    ) -> bool:
+        """Whether ``save`` of these would wait for the disk. When not (only the commit index moves), ``save``
+        returns at once and may be called without a worker thread."""
 
     def write_snapshot(self, snapshot: Snapshot, writer: SnapshotWriter) -> None:
         """Write the state machine's data for ``snapshot`` durably, streamed from ``writer`` (never whole in

@@ -2,9 +2,10 @@
 
 Why this shape: every save is a single record appended to ``raft.log`` and made durable by one fsync, so
 a save is atomic (a record is whole and passes its CRC, or it is a torn tail that recovery cuts off) and
-costs one write and one fsync however much it holds. (A save that only moves the commit index skips the
-fsync: it may be lost, and an older commit index is still a true one. The next fsync covers it.) Replaying the records through ``LogState`` rebuilds
-exactly what the saves produced. A snapshot is two things: its description (index, term, membership), which
+costs one write and one fsync however much it holds. (A save that only moves the commit index writes
+nothing: the commit index rides in the next record that is written. A crash may lose it, and an older commit
+index is still a true one.) Replaying the records through ``LogState`` rebuilds exactly what the saves
+produced. A snapshot is two things: its description (index, term, membership), which
 travels in the save record like everything else the core knows, and the state machine's data, which can be
 large, is written once, and so goes to a file of its own (see ``snapshot_files``): streamed by
 ``write_snapshot`` or arriving in chunks through ``receive_snapshot``, then fsynced and renamed into place
@@ -26,7 +27,7 @@ later write raises StorageClosedError: the files are then in an unknown state, a
 from what is on disk, is safe.
 
 Not thread-safe: one caller at a time, receivers' writes included (the node holds a lock around every call);
-``simulate_power_loss`` excepted, see ``OsDisk``. Every method blocks on the disk: call it from a worker thread.
+``simulate_power_loss`` excepted, see ``OsDisk``. Every method blocks on the disk: call it from a worker thread (except a save for which ``needs_disk`` is False, which only notes the commit index).
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class FileStorage:
         self._snapshot_ref: SnapshotRef | None = None
         self._salt = 0
         self._log_size = 0
+        self._commit_unwritten = False  # the hard state in memory has a commit index no record holds yet
         self._disk.ensure_dir(data_dir)
         buf = self._disk.read(self._log_path)
         if buf is None:
@@ -106,9 +108,18 @@ class FileStorage:
     def load(self) -> PersistentState:
         return self._state.persistent_state()
 
+    def needs_disk(
+        self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None
+    ) -> bool:
+        return not self._state.moves_only_commit(hard_state, entries, snapshot)
+
     def save(self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None) -> None:
         self._stop.check()
         self._state.check(entries, snapshot)
+        if not self.needs_disk(hard_state, entries, snapshot):
+            self._state.apply(hard_state, entries, snapshot)
+            self._commit_unwritten = True
+            return
         ref = None if snapshot is None else self._files.ref_for(snapshot)
         with self._stop.writing():
             self._persist(hard_state, entries, ref)
@@ -146,18 +157,19 @@ class FileStorage:
     def _persist(
         self, hard_state: HardState | None, entries: Sequence[Entry], ref: SnapshotRef | None
     ) -> None:
-        sync = bool(entries) or ref is not None or not _only_commit_moved(self._state.hard_state, hard_state)
+        written = hard_state is not None or self._commit_unwritten
         self._state.apply(hard_state, entries, None if ref is None else ref.snapshot)
         if ref is not None:
             self._snapshot_ref = ref
         if ref is not None and self._log_is_mostly_dead():
             self._rewrite_log()
         else:
-            record = encode_frame(encode_save(hard_state, entries, ref), self._salt)
+            hard = self._state.hard_state if written else None
+            record = encode_frame(encode_save(hard, entries, ref), self._salt)
             self._disk.append(self._log_path, record)
-            if sync:
-                self._disk.fsync(self._log_path)
+            self._disk.fsync(self._log_path)
             self._log_size += len(record)
+            self._commit_unwritten = False
         if ref is not None:
             self._files.make_current(ref)
 
@@ -183,6 +195,7 @@ class FileStorage:
         self._disk.fsync(tmp)
         self._disk.rename(tmp, self._log_path)
         self._disk.fsync_dir(self._dir)
+        self._commit_unwritten = False
         self._salt, self._log_size = salt, len(data)
 
     def _recover(self, buf: bytes) -> None:
@@ -232,10 +245,3 @@ class FileStorage:
                 raise StorageCorruptError(
                     self._log_path, 0, f"log is missing but snapshot file {name} exists"
                 )
-
-
-def _only_commit_moved(stored: HardState, new: HardState | None) -> bool:
-    """A save that only moves the commit index need not wait for the disk: losing it in a crash leaves an
-    older commit index, which is still true (entries once committed stay committed), and the leader tells a
-    restarted node the current one. Term and vote, like entries, must be durable before anyone is told."""
-    return new is not None and (new.term, new.vote) == (stored.term, stored.vote)

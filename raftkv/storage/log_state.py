@@ -53,6 +53,20 @@ class LogState:
             if entry.index != position:
                 raise ValueError(f"entries are not contiguous: index {entry.index} where {position} belongs")
 
+    def moves_only_commit(
+        self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None
+    ) -> bool:
+        """Whether the save changes nothing but the commit index. Such a save need not reach the disk at once:
+        losing it in a crash leaves an older commit index, which is still true (entries once committed stay
+        committed), and the leader tells a restarted node the current one. Term and vote, like entries, must
+        be durable before anyone is told."""
+        return (
+            hard_state is not None
+            and not entries
+            and snapshot is None
+            and (hard_state.term, hard_state.vote) == (self.hard_state.term, self.hard_state.vote)
+        )
+
     def apply(
         self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None
     ) -> None:

@@ -30,6 +30,11 @@ class MemoryStorage:
     def load(self) -> PersistentState:
         return self._state.persistent_state()
 
+    def needs_disk(
+        self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None
+    ) -> bool:
+        return not self._state.moves_only_commit(hard_state, entries, snapshot)
+
     def save(self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None) -> None:
         self._state.check(entries, snapshot)
         if snapshot is not None and snapshot.index > 0 and self.snapshot_data(snapshot) is None:
