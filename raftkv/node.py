@@ -3,8 +3,9 @@
 ``RaftNode.run`` opens one nursery that owns every task of the node:
 
 - the *ticker* feeds the sans-IO core a tick at each deadline (``trio.sleep_until``, no polling);
-- the *driver* turns each ``Ready`` batch into effects in the order Raft demands: persist (fsync, in a worker
-  thread so the loop never stalls), then hand messages to the transport, then pass committed entries to ...
+- the *driver* turns each ``Ready`` batch into effects in the order Raft demands: a leader's AppendEntries
+  to the transport at once, then persist (fsync, in a worker thread so the loop never stalls), then the other
+  messages to the transport, then committed entries to ...
 - the *apply loop*, which applies them to the state machine in order, answers the clients waiting on them,
   releases linearizable reads and takes snapshots;
 - the transport's tasks (see ``transport.py``), which reach whoever the configuration names.
@@ -36,6 +37,7 @@ from raftkv.metrics import NodeMetrics, NodeState
 from raftkv.raft.core import Config, MembershipChangeRefused, NotLeader, Raft, bootstrap
 from raftkv.raft.membership import Membership
 from raftkv.raft.types import (
+    AnyMessage,
     AppendEntries,
     AppendEntriesReply,
     Entry,
@@ -463,6 +465,8 @@ class RaftNode(Generic[M]):
             ready = self.core.ready()
             if not ready:
                 continue
+            self._follow_routes()
+            self._send_all(ready.eager_messages)  # a leader's AppendEntries: its fsync and theirs overlap
             if ready.hard_state or ready.entries or ready.snapshot:
                 async with self._storage_lock:
                     try:
@@ -479,22 +483,11 @@ class RaftNode(Generic[M]):
                             f"hard state {ready.hard_state}, snapshot {ready.snapshot}"
                         )
                         raise
+                if ready.entries and self.core.persisted():
+                    self._wake()  # the leader's own copy completed a quorum: the next Ready commits
                 if self._traced and ready.entries:
                     self._mark_traced("persisted", ready.entries[-1].index)
-            if (self.core.membership, self.core.leader_id) != self._routed:
-                if self.core.leader_id not in (None, self._routed[1]):
-                    self.metrics.leader_changes.inc()
-                if self.core.leader_id != self._routed[1]:
-                    self._forwarder.leader_changed()
-                if self.core.membership != self._routed[0]:
-                    self._known.update(self.core.membership.addresses)
-                    log.info("membership: %s", self.members())
-                self._routed = (self.core.membership, self.core.leader_id)
-                self.transport.set_routes(self._routes())
-            for message in ready.messages:
-                if self._traced and isinstance(message, AppendEntries) and message.entries:
-                    self._mark_traced("sent", message.entries[-1].index)
-                self._send(message)
+            self._send_all(ready.messages)
             if self._traced and ready.committed:
                 self._mark_traced("committed", ready.committed[-1].index)
             self._observe_commits(ready.committed)
@@ -502,6 +495,26 @@ class RaftNode(Generic[M]):
                 await self._apply_send.send(_ApplyWork(ready.snapshot, ready.committed, ready.read_states))
             elif ready.read_states:
                 await self._hand_out_reads(ready.read_states)
+
+    def _follow_routes(self) -> None:
+        """Point the transport and the forwarder at the current members and leader, before anything is sent."""
+        if (self.core.membership, self.core.leader_id) == self._routed:
+            return
+        if self.core.leader_id not in (None, self._routed[1]):
+            self.metrics.leader_changes.inc()
+        if self.core.leader_id != self._routed[1]:
+            self._forwarder.leader_changed()
+        if self.core.membership != self._routed[0]:
+            self._known.update(self.core.membership.addresses)
+            log.info("membership: %s", self.members())
+        self._routed = (self.core.membership, self.core.leader_id)
+        self.transport.set_routes(self._routes())
+
+    def _send_all(self, messages: list[AnyMessage]) -> None:
+        for message in messages:
+            if self._traced and isinstance(message, AppendEntries) and message.entries:
+                self._mark_traced("sent", message.entries[-1].index)
+            self._send(message)
 
     async def _apply_loop(self) -> None:
         async for work in self._apply_recv:

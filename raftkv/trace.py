@@ -3,9 +3,9 @@
 A client that sends ``X-Raft-Trace`` (any value) gets the header back: comma-separated ``stage=seconds`` pairs
 in the order the stages happened, each the time since the answering node received the request, on that
 node's monotonic clock. A write on the leader passes ``received``, ``proposed`` (appended to the leader's log),
-``persisted`` (the leader's own fsync done), ``sent`` (handed to the peer senders), ``acked`` (the first
-follower's acknowledgement arrived, which includes that follower's fsync), ``committed``, ``applied`` and
-``answered``. A follower that forwards the write adds ``forwarded`` and relays the leader's stages, prefixed
+``sent`` (handed to the peer senders, before the leader's own fsync), ``persisted`` (that fsync done),
+``acked`` (the first follower's acknowledgement arrived, which includes that follower's fsync; it may come
+before ``persisted``), ``committed``, ``applied`` and ``answered``. A follower that forwards the write adds ``forwarded`` and relays the leader's stages, prefixed
 ``leader.`` and moved onto its own clock. Untraced requests pay nothing but a dictionary lookup.
 """
 

@@ -79,8 +79,8 @@ def append(
 
 
 def only(ready: Ready) -> AnyMessage:
-    assert len(ready.messages) == 1, ready.messages
-    return ready.messages[0]
+    assert len(ready.all_messages) == 1, ready.all_messages
+    return ready.all_messages[0]
 
 
 def elected(size: int = 3, leader: str = "n1", **options: Any) -> Cluster:
@@ -241,14 +241,14 @@ def test_followers_that_disagree_are_rolled_back_to_the_leader_log() -> None:
     run_out_timer(leader)
     leader.step(RequestVoteReply(leader.term, "n2", "n1", granted=True))
     follower = make("n2", term=leader.term, entries=log_of(1, 1, 2, 2, 2))
-    messages = [m for m in leader.ready().messages if m.dst == "n2"]
+    messages = [m for m in leader.ready().all_messages if m.dst == "n2"]
     for _ in range(10):
         for m in messages:
             follower.step(m)
         answers = follower.ready().messages
         for answer in answers:
             leader.step(answer)
-        messages = [m for m in leader.ready().messages if m.dst == "n2"]
+        messages = [m for m in leader.ready().all_messages if m.dst == "n2"]
     assert [(e.index, e.term) for e in follower.log.entries] == [
         (e.index, e.term) for e in leader.log.entries
     ]

@@ -154,29 +154,37 @@ MUTATIONS: dict[str, Mutation] = {
     "lease reads while handing over leadership": (Raft, "_lease_holds", lease_through_handovers),
     "a follower takes any read-index answer": (Raft, "_answer_asked", any_answer_will_do),
     "restarted servers vote at once": (Raft, "_in_lease", restarted_servers_vote_at_once),
+    "a leader counts its own entries before they are durable": (
+        Raft,
+        "_own_match",
+        lambda self: self.log.last_index,
+    ),
+    "every message sent before the persist": (Raft, "_may_precede_persist", lambda self, m, hs: True),
 }
 
 # Runs (the scenarios, then ci_seeds() in order) each mutation needed to fail, as measured; the test allows
 # twice as many.
 SEEDS_NEEDED = {
-    "commit by counting, without the current-term rule": 78,
+    "commit by counting, without the current-term rule": 70,
     "vote without the log restriction": 1,
     "vote twice in a term": 5,
-    "vote not persisted": 25,
+    "vote not persisted": 11,
     "vote replies of older terms counted": 5,
     "duplicate AppendEntries truncates": 6,
-    "follower commit not bounded by its match": 12,
+    "follower commit not bounded by its match": 5,
     "ReadIndex without a quorum round": 2,
-    "ReadIndex before the leader commits in its term": 7,
+    "ReadIndex before the leader commits in its term": 10,
     "quorum of a minority": 1,
-    "two membership changes in flight at once": 26,
+    "two membership changes in flight at once": 149,
     "a membership change before the leader committed in its term": 1,
-    "a learner counted in the commit quorum": 24,
-    "a joint configuration that needs only the new majority": 16,
+    "a learner counted in the commit quorum": 69,
+    "a joint configuration that needs only the new majority": 20,
     "a lease that outlasts the election timeout": 2,
     "lease reads while handing over leadership": 3,
     "a follower takes any read-index answer": 6,
     "restarted servers vote at once": 4,
+    "a leader counts its own entries before they are durable": 19,
+    "every message sent before the persist": 6,
 }
 
 

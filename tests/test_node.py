@@ -298,13 +298,20 @@ async def test_concurrent_writes_share_one_append_fsync_and_round(
         assert len(appends) <= 2 * len(saves) * (len(IDS) - 1)
 
 
+def assert_leader_stages(names: list[str]) -> None:
+    """A leader's write: received and proposed, then sent, persisted and acked in an order that varies (its
+    fsync and the followers' overlap; an entry may also wait for a later batch), then committed and applied."""
+    assert names[:2] == ["received", "proposed"] and names[-2:] == ["committed", "applied"], names
+    assert sorted(names[2:-2]) == ["acked", "persisted", "sent"], names
+    assert names.index("sent") < names.index("acked"), names
+
+
 async def test_a_traced_write_passes_every_stage_in_order(autojump_clock: trio.testing.MockClock) -> None:
     async with cluster() as net:
         leader = await wait_for_leader(net)
         trace = StageClock()
         await leader.write(put("k", 1), trace)
-        stages = ["received", "proposed", "persisted", "sent", "acked", "committed", "applied"]
-        assert list(trace.stages) == stages
+        assert_leader_stages(list(trace.stages))
         assert sorted(trace.stages.values()) == list(trace.stages.values())
         assert not leader._traced  # nothing is kept once the write is answered
 
@@ -314,7 +321,8 @@ async def test_a_traced_write_passes_every_stage_in_order(autojump_clock: trio.t
             .put("/kv/k", json={"value": 2}, headers={TRACE_HEADER: "1"})
         )
         pairs = [item.split("=") for item in response.headers[TRACE_HEADER].split(",")]
-        assert [name for name, _ in pairs] == [*stages, "answered"]
+        assert [name for name, _ in pairs][-1] == "answered"
+        assert_leader_stages([name for name, _ in pairs][:-1])
         untraced = await create_app(leader).test_client().put("/kv/k", json={"value": 3})
         assert TRACE_HEADER not in untraced.headers
 

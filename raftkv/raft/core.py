@@ -201,6 +201,9 @@ class Raft:
         self._messages: list[AnyMessage] = []
         self._read_states: list[ReadState] = []
         self._persisted_hs = hs
+        # The last index of the entries handed to the driver in a Ready, and of those it has reported durable
+        # (``persisted``): a leader counts its own log towards commit only as far as the second goes.
+        self._handed_out = self._durable = self.log.last_index
         self._reset_election_timer()
 
     # --- public API ------------------------------------------------------------------------------------
@@ -319,6 +322,12 @@ class Raft:
         """Replace the log up to the snapshot's index by the snapshot; the caller persists it."""
         self.log.compact(snapshot)
 
+    def persisted(self) -> bool:
+        """The driver reports that the entries of the last Ready are durable. True when that committed more
+        (a leader that may count its own copy now): the next ``ready`` then has work."""
+        self._durable = self._handed_out
+        return self.role is Role.LEADER and self._maybe_commit()
+
     def ready(self) -> Ready:
         """Collect everything that happened since the last call; the driver must carry it out in order."""
         if self.replicate_requested:
@@ -331,11 +340,16 @@ class Raft:
         if self.role is Role.LEADER:
             self._tell_commit()
         hs = self.hard_state
+        entries = self.log.take_unstable()
+        if entries:
+            self._handed_out = entries[-1].index
+        eager = [m for m in self._messages if self._may_precede_persist(m, hs)]
         ready = Ready(
             hard_state=hs if hs != self._persisted_hs else None,
             snapshot=self.log.unstable_snapshot,
-            entries=self.log.take_unstable(),
-            messages=self._messages,
+            entries=entries,
+            eager_messages=eager,
+            messages=[m for m in self._messages if not self._may_precede_persist(m, hs)],
             committed=self.log.take_committed(),
             read_states=self._read_states,
         )
@@ -343,6 +357,19 @@ class Raft:
         self.log.unstable_snapshot = None
         self._messages, self._read_states = [], []
         return ready
+
+    def _may_precede_persist(self, m: AnyMessage, hs: HardState) -> bool:
+        """Thesis §10.2.1: a leader sends its AppendEntries without waiting for its own fsync, so that its disk
+        and its followers' work at once. That is safe because it counts its own copy towards commit only
+        once the driver reports it durable (``persisted``, see ``_own_match``): an entry is still committed
+        only when a quorum holds it durably. Every other message waits for the persist, since each one
+        promises durable state: a vote its term and vote, an acknowledgement its entries. So does every
+        message of a Ready that changes the term or vote (the node is then no longer this leader)."""
+        return (
+            isinstance(m, AppendEntries)
+            and self.role is Role.LEADER
+            and (hs.term, hs.vote) == (self._persisted_hs.term, self._persisted_hs.vote)
+        )
 
     def step(self, m: AnyMessage) -> None:
         """Handle one message from a peer (any order, duplicates and stale ones included)."""
@@ -721,7 +748,7 @@ class Raft:
         if any(entry.kind is EntryKind.MEMBERSHIP for entry in entries):
             self._track_members(first_to_send=self.log.last_index)
         self.replicate_requested = True
-        self._maybe_commit()  # a cluster of one commits at once
+        self._maybe_commit()  # a cluster of one commits once the entries are durable (``persisted``)
 
     def _append_membership(self, membership: Membership) -> tuple[int, int]:
         entry = Entry(self.log.last_index + 1, self.term, membership.encode(), EntryKind.MEMBERSHIP)
@@ -739,10 +766,11 @@ class Raft:
     def _maybe_commit(self) -> bool:
         """Commit the highest index stored on a quorum of the current configuration (both halves while joint),
         but only by counting entries of the current term (§5.4.2, Figure 8); earlier entries commit with it.
-        A leader that is not a voter (it is removing itself) does not count its own log."""
+        A leader that is not a voter (it is removing itself) does not count its own log; one that is counts it
+        only as far as it is durable (``_own_match``)."""
         match = {peer: pr.match for peer, pr in self.progress.items()}
         if self.promotable:
-            match[self.id] = self.log.last_index
+            match[self.id] = self._own_match()
         candidate = self.membership.committed_index(match)
         if candidate <= self.log.committed or not self._may_commit(candidate):
             return False
@@ -771,6 +799,10 @@ class Raft:
             if successor is not None and self.progress[successor].match == self.log.last_index:
                 self._send(TimeoutNow(term=self.term, src=self.id, dst=successor))
             self._become_follower(self.term, None)
+
+    def _own_match(self) -> int:
+        """How much of its own log a leader may count towards commit: what the driver reported durable."""
+        return min(self.log.last_index, self._durable)
 
     def _may_commit(self, index: int) -> bool:
         return self.log.term_at(index) == self.term

@@ -183,8 +183,10 @@ class ReadState:
 class Ready:
     """A batch of effects, to be carried out in this order by whoever drives the core:
 
+    0. send ``eager_messages`` (a leader's AppendEntries), before or while persisting;
     1. persist ``snapshot`` (if any; its data has arrived beforehand), then ``entries`` (truncating the log
-       from ``entries[0].index``), then ``hard_state`` (if changed) -- durably (fsync);
+       from ``entries[0].index``), then ``hard_state`` (if changed) -- durably (fsync); then, if there were
+       entries, call ``Raft.persisted`` (a leader counts its own entries towards commit only after it);
     2. send ``messages``;
     3. restore the state machine from ``snapshot`` (if any) and apply ``committed`` in order (MEMBERSHIP
        entries advance the state machine's index as no-ops: the core already acts on them);
@@ -194,15 +196,22 @@ class Ready:
     hard_state: HardState | None = None
     snapshot: Snapshot | None = None
     entries: list[Entry] = field(default_factory=list)
+    eager_messages: list[AnyMessage] = field(default_factory=list)
     messages: list[AnyMessage] = field(default_factory=list)
     committed: list[Entry] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
+
+    @property
+    def all_messages(self) -> list[AnyMessage]:
+        """Every message of the batch, the eager ones first: for whoever need not tell them apart."""
+        return self.eager_messages + self.messages
 
     def __bool__(self) -> bool:
         return bool(
             self.hard_state
             or self.snapshot
             or self.entries
+            or self.eager_messages
             or self.messages
             or self.committed
             or self.read_states

@@ -3,7 +3,8 @@
 Every check is cheap enough to run after each message and tick:
 
 - election safety: a leader holds the votes of a quorum of its configuration in its term (a majority of each
-  half while joint), and each node votes once per term (across crashes too), so the first leader seen in a
+  half while joint), and each node votes once per term (across crashes too; a vote counts once persisted or
+  sent), and its durable term never goes back, so the first leader seen in a
   term is the only one it may ever have; and its configuration overlaps the latest committed one (below);
 - commitment: whenever a leader advances its commit index, the entry there is durably stored on a quorum of
   the leader's configuration -- learners, and a leader that is not a voter, do not count;
@@ -28,7 +29,17 @@ from typing import BinaryIO
 
 from raftkv.raft.core import Raft
 from raftkv.raft.membership import Membership
-from raftkv.raft.types import Entry, EntryKind, NodeId, ReadState, Role, Snapshot
+from raftkv.raft.types import (
+    AnyMessage,
+    Entry,
+    EntryKind,
+    HardState,
+    NodeId,
+    ReadState,
+    RequestVoteReply,
+    Role,
+    Snapshot,
+)
 from raftkv.sim.machine import DigestMachine
 
 
@@ -61,13 +72,24 @@ class SafetyChecker:
 
     # --- log matching ------------------------------------------------------------------------------------
 
-    def on_persist(self, node: NodeId, raft: Raft, entries: Iterable[Entry]) -> None:
+    def on_persist(
+        self,
+        node: NodeId,
+        raft: Raft,
+        hard_state: HardState | None,
+        entries: Iterable[Entry],
+        stored_term_at: Callable[[int], int | None],
+    ) -> None:
+        """A save became durable: ``stored_term_at`` reads the node's store after it (the core may have moved
+        on meanwhile, while the save was pending)."""
+        if hard_state is not None:
+            self._check_term_and_vote(node, hard_state.term, hard_state.vote)
         prev_term: int | None = None
         for entry in entries:
             if entry.kind is EntryKind.MEMBERSHIP and raft.role is Role.LEADER and entry.term == raft.term:
                 self._check_overlaps_committed(node, raft, entry)
             if prev_term is None:
-                prev_term = raft.log.term_at(entry.index - 1)
+                prev_term = stored_term_at(entry.index - 1)
                 if prev_term is None:
                     raise SafetyViolation(f"{node} persisted entry {entry.index} with a gap before it")
             known = self.entries.setdefault((entry.index, entry.term), (prev_term, entry.data))
@@ -120,9 +142,12 @@ class SafetyChecker:
             )
         self.commits[node] = raft.log.committed
 
+    def on_send(self, message: AnyMessage) -> None:
+        """A granted vote is cast when its reply leaves, durable or not (a lost vote can be cast twice)."""
+        if isinstance(message, RequestVoteReply) and message.granted and not message.pre_vote:
+            self._check_vote(message.src, message.term, message.dst)
+
     def after_step(self, rafts: Sequence[Raft]) -> None:
-        for raft in rafts:
-            self._check_term_and_vote(raft)
         leaders = [raft for raft in rafts if raft.role is Role.LEADER]
         for raft in leaders:
             first = self.leaders.setdefault(raft.term, raft.id)
@@ -141,22 +166,29 @@ class SafetyChecker:
                 for leader in leaders:
                     self._check_complete(leader, raft.log.committed, point_term)
 
-    def _check_term_and_vote(self, raft: Raft) -> None:
-        """Figure 2's persistent state: a node's term never goes back, and it votes once per term -- across
-        crashes too, which is what persisting ``votedFor`` is for."""
-        if raft.term < self.terms.get(raft.id, 0):
-            raise SafetyViolation(f"{raft.id}'s term went back from {self.terms[raft.id]} to {raft.term}")
-        self.terms[raft.id] = raft.term
-        if raft.vote is not None:
-            first = self.votes.setdefault((raft.id, raft.term), raft.vote)
-            if first != raft.vote:
-                raise SafetyViolation(f"{raft.id} voted for {first} and then {raft.vote} in term {raft.term}")
+    def _check_term_and_vote(self, node: NodeId, term: int, vote: NodeId | None) -> None:
+        """Figure 2's persistent state: a node's durable term never goes back, and it votes once per term --
+        across crashes too, which is what persisting ``votedFor`` is for. (A term or vote only in memory may
+        be lost in a crash: nothing was promised on it, since every message waits for the persist.)"""
+        if term < self.terms.get(node, 0):
+            raise SafetyViolation(f"{node}'s term went back from {self.terms[node]} to {term}")
+        self.terms[node] = term
+        if vote is not None:
+            self._check_vote(node, term, vote)
+
+    def _check_vote(self, node: NodeId, term: int, vote: NodeId) -> None:
+        first = self.votes.setdefault((node, term), vote)
+        if first != vote:
+            raise SafetyViolation(f"{node} voted for {first} and then {vote} in term {term}")
 
     def _check_elected(self, leader: Raft) -> None:
         """A leader holds the votes of a quorum of its configuration, cast in its own term (each recorded as
-        it was cast)."""
+        it was cast; its own vote may still be on its way to the disk, which nothing it does as leader
+        outruns)."""
         membership = leader.membership
         voted = {voter for voter in membership.members if self.votes.get((voter, leader.term)) == leader.id}
+        if leader.vote == leader.id and leader.id in membership.members:
+            voted.add(leader.id)
         if not is_quorum(membership, voted):
             raise SafetyViolation(
                 f"{leader.id} leads term {leader.term} with the votes of {sorted(voted)} only, not a quorum of "

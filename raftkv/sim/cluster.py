@@ -47,14 +47,22 @@ class Cluster:
     # --- driving -----------------------------------------------------------------------------------------
 
     def route(self, message: AnyMessage) -> None:
-        self.ship_snapshot_data(message)
-        self.outbox.append(message)
+        if self.ship_snapshot_data(message):
+            self.outbox.append(message)
 
-    def ship_snapshot_data(self, message: AnyMessage) -> None:
-        """Before an InstallSnapshot goes out, its data goes to the receiver, as the real transport ships it."""
-        if isinstance(message, InstallSnapshot) and self.nodes[message.dst].up:
-            data = self.nodes[message.src].store.open_snapshot(message.snapshot).read()
+    def ship_snapshot_data(self, message: AnyMessage) -> bool:
+        """Before an InstallSnapshot goes out, its data goes to the receiver, as the real transport ships it.
+        False when the sender no longer holds that data (a newer snapshot replaced it while the message
+        waited for a persist): the real transport then drops the message, and so must the caller."""
+        if not isinstance(message, InstallSnapshot):
+            return True
+        source = self.nodes[message.src].store
+        if source.snapshot_data(message.snapshot) is None:
+            return False
+        if self.nodes[message.dst].up:
+            data = source.open_snapshot(message.snapshot).read()
             self.nodes[message.dst].receive_snapshot_data(message.snapshot, data)
+        return True
 
     def act(self, node_id: NodeId, action: Callable[[Raft], T]) -> T:
         """Run ``action`` on a live node's core, carry out its Ready, then check every safety property."""
@@ -64,6 +72,13 @@ class Cluster:
         node.process()
         self.check()
         return result
+
+    def persist(self, node_id: NodeId) -> None:
+        """Complete the pending persist of a node with a slow disk, then carry on as its driver would."""
+        node = self.nodes[node_id]
+        node.finish_persist()
+        node.process()
+        self.check()
 
     def check(self) -> None:
         self.checker.after_step(self.live_rafts())

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from raftkv.raft.core import Config, Raft, bootstrap
 from raftkv.raft.membership import Membership
-from raftkv.raft.types import AnyMessage, ReadState, Snapshot
+from raftkv.raft.types import AnyMessage, ReadState, Ready, Snapshot
 from raftkv.sim.checker import SafetyChecker
 from raftkv.sim.machine import DigestMachine
 from raftkv.storage.memory import MemoryStorage
@@ -34,6 +34,11 @@ class SimNode:
             state = bootstrap(founding)
             self.store.save(state.hard_state, state.entries, state.snapshot)
         self.incarnation = 0
+        # A slow disk leaves each Ready that must reach the disk pending until ``finish_persist`` (the
+        # simulation calls it at random later): meanwhile messages arrive and step the core, as they do while
+        # the node fsyncs.
+        self.slow_disk = False
+        self.pending: Ready | None = None
         self.raft: Raft | None = None
         self.machine = DigestMachine()
         self.answered_reads: list[ReadState] = []
@@ -45,11 +50,13 @@ class SimNode:
 
     def crash(self) -> None:
         self.raft = None
+        self.pending = None  # a persist in flight is lost
         self.machine = DigestMachine()
 
     def restart(self) -> None:
         """Rebuild the core and the state machine from the store alone (with a fresh election jitter)."""
         state = self.store.load()
+        self.pending = None  # a restart, like a crash, loses a persist in flight
         self.incarnation += 1
         self.raft = Raft(self.config, state, random.Random(f"{self.seed}/{self.id}/{self.incarnation}"))
         if state.snapshot is not None and state.snapshot.index > 0:
@@ -60,14 +67,30 @@ class SimNode:
         self.process()
 
     def process(self) -> None:
-        """Carry out one Ready in the contract's order: persist, then send, then apply."""
-        raft = self.raft
-        assert raft is not None
-        ready = raft.ready()
+        """Carry out Readys in the contract's order: send the eager messages, persist, send the rest, apply.
+        One Ready at a time, as the node's driver does: none is taken while a persist is pending."""
+        while self.pending is None:
+            raft = self.raft
+            assert raft is not None
+            ready = self.pending = raft.ready()
+            for message in ready.eager_messages:
+                self.send(message)
+            waits = self.slow_disk and self.store.needs_disk(ready.hard_state, ready.entries, ready.snapshot)
+            if waits or not self.finish_persist():
+                return
+
+    def finish_persist(self) -> bool:
+        """Complete the pending Ready; True when that gave the core more to do (a leader's commit)."""
+        raft, ready = self.raft, self.pending
+        assert raft is not None and ready is not None
+        self.pending = None
+        more = False
         if ready.hard_state is not None or ready.entries or ready.snapshot is not None:
             self.store.save(ready.hard_state, ready.entries, ready.snapshot)
-            self.checker.on_persist(self.id, raft, ready.entries)
+            self.checker.on_persist(self.id, raft, ready.hard_state, ready.entries, self.store.term_at)
+            more = bool(ready.entries) and raft.persisted()
         for message in ready.messages:
+            self.checker.on_send(message)
             self.send(message)
         if ready.snapshot is not None:
             self.machine = self.checker.on_restore(
@@ -78,6 +101,7 @@ class SimNode:
         for read in ready.read_states:
             self.checker.on_read_state(self.id, read)
             self.answered_reads.append(read)
+        return more
 
     def compact(self) -> None:
         """Snapshot the state machine at its applied index, as an operator's periodic compaction would."""

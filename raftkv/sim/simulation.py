@@ -8,7 +8,8 @@ with ``python -m raftkv.sim --seed N --nodes K``. A run has two phases:
    clients proposing, reading with ReadIndex, compacting into snapshots and transferring leadership; and
    membership changes -- learners added (most to be promoted once caught up), voters removed, learners
    promoted, several voters replaced at once through joint consensus -- among the founding nodes and
-   ``SPARES`` servers that start outside the cluster;
+   ``SPARES`` servers that start outside the cluster; and slow disks: each Ready's persist completes some
+   subticks later, while messages keep arriving (a leader's AppendEntries go out before its own persist);
 2. recovery: the network heals (messages still arrive out of order, but within a tick) and every node restarts;
    within ``liveness_timeouts`` election timeouts a leader must exist and
    every command proposed after the heal (retried like a real client when its entry is lost) must be applied
@@ -135,12 +136,17 @@ class Simulation(Cluster):
             self.rates.membership = self.rates.eager_membership = 0.0
         self.phase = {node_id: rng.randrange(SUBTICKS) for node_id in self.ids}
         self.proposals: dict[bytes, tuple[int, int]] = {}
+        self.disk_speed = rng.uniform(0.5, 1.0)  # the chance, each subtick, that a pending persist completes
+        for node in self.nodes.values():
+            # An fsync is short against an election timeout; with the shortest timeouts, slow disks on top
+            # of slow messages leave no time to win an election at all.
+            node.slow_disk = election_ticks > 3
 
     def route(self, message: AnyMessage) -> None:
         if isinstance(message, InstallSnapshot):
             self.report.snapshots_sent += 1
-            if self.network.connected(message.src, message.dst):
-                self.ship_snapshot_data(message)
+            if self.network.connected(message.src, message.dst) and not self.ship_snapshot_data(message):
+                return
         sender = self.nodes[message.src].raft
         if not self.network.send(message, self.now) and sender is not None and self.rng.random() < 0.5:
             sender.report_unreachable(message.dst)
@@ -183,6 +189,8 @@ class Simulation(Cluster):
         for sub in range(SUBTICKS):
             self.now = tick * SUBTICKS + sub
             for node_id in self.ids:
+                if self.nodes[node_id].pending is not None and self.rng.random() < self.disk_speed:
+                    self.persist(node_id)
                 if self.phase[node_id] == sub and self.nodes[node_id].up:
                     self.tick(node_id)
             for message in self.network.arrivals(self.now):

@@ -30,6 +30,11 @@ class MemoryStorage:
     def load(self) -> PersistentState:
         return self._state.persistent_state()
 
+    def term_at(self, index: int) -> int | None:
+        """The stored term of the entry at ``index`` (0 before the first entry), None if not held: for the
+        simulator's checker, without a whole ``load``."""
+        return 0 if index == 0 else self._state.term_at(index)
+
     def needs_disk(
         self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot | None
     ) -> bool:
