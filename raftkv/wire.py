@@ -249,6 +249,7 @@ class AppendEntriesModel(RaftMessageModel):
     entries: tuple[EntryModel, ...]
     commit: NonNegativeInt
     seq: NonNegativeInt = 0
+    reply: bool = True
 
     @model_validator(mode="after")
     def _entries_follow_prev(self) -> Self:

@@ -8,6 +8,7 @@ all of Raft's safety properties; rule tests talk to a single ``Raft`` directly.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -200,6 +201,29 @@ def test_followers_are_told_a_new_commit_index_at_once_not_at_the_next_heartbeat
     assert cluster.raft("n1").log.committed == cluster.raft("n2").log.committed == index
     cluster.deliver_all()
     assert cluster.raft("n3").log.committed == index
+
+
+def test_a_commit_notice_is_not_answered_unless_refused() -> None:
+    """§5.3: the commit notice is an AppendEntries at the follower's match point; accepting it teaches the
+    leader nothing, so no reply goes back (heartbeats carry the acknowledgements). Refusing it still answers,
+    so a follower that lost its log is found and repaired."""
+    cluster = elected()
+    index, _ = cluster.act("n1", lambda raft: raft.propose(b"x"))
+
+    def notice(m: AnyMessage) -> bool:
+        return isinstance(m, AppendEntries) and not m.reply
+
+    cluster.deliver_all(lambda m: m.src == "n2" or (m.dst == "n2" and not notice(m)))
+    notices = [m for m in cluster.take(notice) if isinstance(m, AppendEntries)]
+    assert {m.dst for m in notices} == {"n2"} and [m.commit for m in notices] == [index]
+    cluster.deliver(notices[0])
+    assert cluster.raft("n2").log.committed == index
+    assert not cluster.take(lambda m: m.src == "n2")  # accepted: no answer
+
+    follower = make("n1", term=1, entries=log_of(1))
+    follower.step(replace(append(1, (3, 1), commit=3), reply=False))  # n1 does not hold entry 3
+    refusal = only(follower.ready())
+    assert isinstance(refusal, AppendEntriesReply) and not refusal.success
 
 
 def crash_n3_while_n1_commits(cluster: Cluster) -> None:

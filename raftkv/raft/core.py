@@ -500,7 +500,8 @@ class Raft:
         self.log.merge(m.entries)
         last_new = m.prev_index + len(m.entries)
         self.log.commit_to(min(m.commit, last_new))
-        self._send(replace(reply, match_index=last_new))
+        if m.reply:  # a commit notice teaches the leader nothing: heartbeats carry the acknowledgements
+            self._send(replace(reply, match_index=last_new))
 
     def _conflict_hint(self, prev_index: int) -> tuple[int, int]:
         """(first index of the conflicting term, that term), or (our log end + 1, 0) when we are too short."""
@@ -849,13 +850,17 @@ class Raft:
         """Send each follower a commit index it has not been sent, in an empty AppendEntries anchored at its
         match point (which always passes the consistency check), rather than leave it to the next batch or
         heartbeat: a follower serving reads, or answering a write it forwarded, waits for it. Batches already
-        going out in this Ready carry it, so they need no extra message."""
+        going out in this Ready carry it, so they need no extra message. The follower does not answer such a
+        notice (``reply`` False): its answer would repeat the match the leader knows, and cost both ends a
+        message per write."""
         for peer, pr in self.progress.items():
             commit = min(pr.match, self.log.committed)
             if commit > pr.sent_commit and self.log.term_at(pr.match) is not None:
-                self._send_entries(peer, pr.match, (), commit)
+                self._send_entries(peer, pr.match, (), commit, reply=False)
 
-    def _send_entries(self, peer: NodeId, prev: int, entries: tuple[Entry, ...], commit: int) -> None:
+    def _send_entries(
+        self, peer: NodeId, prev: int, entries: tuple[Entry, ...], commit: int, reply: bool = True
+    ) -> None:
         prev_term = self.log.term_at(prev)
         assert prev_term is not None, f"entry {prev} is compacted"
         pr = self.progress[peer]
@@ -870,6 +875,7 @@ class Raft:
                 entries=entries,
                 commit=commit,
                 seq=self.seq,
+                reply=reply,
             )
         )
 

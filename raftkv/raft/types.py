@@ -104,13 +104,15 @@ class RequestVoteReply(Message):
 
 @dataclass(frozen=True, slots=True)
 class AppendEntries(Message):
-    """Entries after ``prev_index``; with no entries it is a heartbeat. ``seq`` is echoed for ReadIndex."""
+    """Entries after ``prev_index``; with no entries it is a heartbeat. ``seq`` is echoed for ReadIndex.
+    ``reply`` False: a notice of the commit index only, which a follower that accepts it does not answer."""
 
     prev_index: int
     prev_term: int
     entries: tuple[Entry, ...]
     commit: int
     seq: int = 0
+    reply: bool = True
 
 
 @dataclass(frozen=True, slots=True)
