@@ -32,6 +32,7 @@ from raftkv.raft.types import (
     Snapshot,
 )
 from raftkv.sim import Cluster, SafetyViolation
+from raftkv.sim.scenarios import figure_8, figure_8_cluster
 
 THREE = ("n1", "n2", "n3")
 FIVE = ("n1", "n2", "n3", "n4", "n5")
@@ -426,45 +427,9 @@ def test_a_leader_commit_never_moves_backwards() -> None:
 # --- scenarios ---------------------------------------------------------------------------------------------
 
 
-def deliver_until(cluster: Cluster, between: set[str], done: object) -> None:
-    """Deliver messages between two nodes one at a time until ``done()`` holds."""
-    assert callable(done)
-    while not done():
-        batch = cluster.take(lambda m: {m.src, m.dst} == between)
-        assert batch, "ran out of messages"
-        cluster.deliver(batch[0])
-        cluster.outbox.extend(batch[1:])
-
-
-def figure_8(cluster: Cluster) -> int:
-    """Figure 8 with a no-op per term: (2, t1) reaches a majority in term 3 but must not be committed then,
-    because n5 (holding (2, t2)) can still win and overwrite it. Returns the term-3 leader's commit index
-    at that moment."""
-    cluster.deliver_all()  # n1 leads term 1, the no-op (1, t1) is committed everywhere
-    cluster.act("n1", lambda raft: raft.propose(b"x"))  # (2, t1) on n1
-    deliver_until(cluster, {"n1", "n2"}, lambda: cluster.raft("n2").log.last_index == 2)
-    cluster.take()
-    cluster.crash("n1")
-    cluster.elect("n5", voters=["n3", "n4"])  # term 2: n5 appends its no-op (2, t2) and is cut off
-    cluster.take()
-    cluster.crash("n5")
-    cluster.restart("n1")
-    leader = cluster.elect("n1", voters=["n3", "n4"])  # term 3, no-op (3, t3)
-    for follower in ("n3", "n4"):  # one entry per batch: (2, t1) arrives, (3, t3) does not
-        deliver_until(cluster, {"n1", follower}, lambda f=follower: leader.progress[f].match == 2)
-    commit_in_term_3 = leader.log.committed
-    cluster.take()
-    cluster.crash("n1")
-    cluster.restart("n5")
-    cluster.elect("n5", voters=["n2", "n3", "n4"])  # (2, t2) is more up to date than (2, t1)
-    cluster.deliver_all()
-    return commit_in_term_3
-
-
 def test_figure_8_an_old_term_entry_is_not_committed_by_counting_replicas() -> None:
     """§5.4.2, Figure 8: a leader never commits an entry of an older term by counting replicas."""
-    cluster = Cluster(5, max_batch_entries=1, pre_vote=False, check_quorum=False)
-    cluster.elect("n1")
+    cluster = figure_8_cluster()
     assert figure_8(cluster) == 1, "an entry of an older term was committed by counting replicas"
     n5 = cluster.raft("n5")
     assert n5.log.term_at(2) == 2 and n5.log.committed >= 2
@@ -474,10 +439,8 @@ def test_figure_8_an_old_term_entry_is_not_committed_by_counting_replicas() -> N
 def test_figure_8_with_commit_by_counting_breaks_safety(monkeypatch: pytest.MonkeyPatch) -> None:
     """§5.4.2, Figure 8: without that rule a committed entry is overwritten."""
     monkeypatch.setattr(Raft, "_may_commit", lambda self, index: True)
-    cluster = Cluster(5, max_batch_entries=1, pre_vote=False, check_quorum=False)
-    cluster.elect("n1")
     with pytest.raises(SafetyViolation, match="leader completeness"):
-        figure_8(cluster)
+        figure_8(figure_8_cluster())
 
 
 def test_a_stale_leader_after_a_partition_commits_nothing_and_steps_down() -> None:

@@ -17,6 +17,53 @@ from raftkv.sim.cluster import Cluster, address
 from raftkv.sim.simulation import SimFailure
 
 
+def figure_8_cluster() -> Cluster:
+    """Five servers that replicate one entry per batch (so a follower can hold a prefix of a batch), n1 leading."""
+    cluster = Cluster(5, max_batch_entries=1, pre_vote=False, check_quorum=False)
+    cluster.elect("n1")
+    return cluster
+
+
+def figure_8(cluster: Cluster) -> int:
+    """§5.4.2, Figure 8, with a no-op per term: (2, t1) reaches a majority in term 3 but must not be committed
+    then, because n5 (holding (2, t2)) can still win and overwrite it. Returns the term-3 leader's commit index
+    at that moment (1 on a correct core; the checker fails the run if an overwritten entry was committed)."""
+    cluster.deliver_all()  # n1 leads term 1, the no-op (1, t1) is committed everywhere
+    cluster.act("n1", lambda raft: raft.propose(b"x"))  # (2, t1) on n1
+    _deliver_until(cluster, ("n1", "n2"), lambda: cluster.raft("n2").log.last_index == 2)
+    cluster.take()
+    cluster.crash("n1")
+    cluster.elect("n5", voters=["n3", "n4"])  # term 2: n5 appends its no-op (2, t2) and is cut off
+    cluster.take()
+    cluster.crash("n5")
+    cluster.restart("n1")
+    leader = cluster.elect("n1", voters=["n3", "n4"])  # term 3, no-op (3, t3)
+    # One entry per batch: (2, t1) reaches n3 and n4, (3, t3) does not.
+    _deliver_until(cluster, ("n1", "n3"), lambda: leader.progress["n3"].match == 2)
+    _deliver_until(cluster, ("n1", "n4"), lambda: leader.progress["n4"].match == 2)
+    commit_in_term_3 = leader.log.committed
+    cluster.take()
+    cluster.crash("n1")
+    cluster.restart("n5")
+    cluster.elect("n5", voters=["n2", "n3", "n4"])  # (2, t2) is more up to date than (2, t1)
+    cluster.deliver_all()
+    return commit_in_term_3
+
+
+def an_entry_of_an_older_term_counted_towards_commit() -> None:
+    figure_8(figure_8_cluster())
+
+
+def _deliver_until(cluster: Cluster, between: tuple[str, str], done: Callable[[], bool]) -> None:
+    """Deliver messages between two nodes one at a time until ``done()`` holds."""
+    while not done():
+        batch = cluster.take(_between(*between))
+        if not batch:
+            raise AssertionError("ran out of messages")
+        cluster.deliver(batch[0])
+        cluster.outbox.extend(batch[1:])
+
+
 def _founders(*voters: str) -> Membership:
     return Membership.of(voters, {voter: address(voter) for voter in voters})
 
@@ -131,6 +178,7 @@ def a_restarted_voter_helps_elect_within_a_lease() -> None:
 SCENARIOS: dict[str, Callable[[], None]] = {
     scenario.__name__: scenario
     for scenario in (
+        an_entry_of_an_older_term_counted_towards_commit,
         a_change_before_the_first_commit_of_a_term,
         a_lease_that_outlasts_an_election,
         a_lease_kept_through_a_handover,
