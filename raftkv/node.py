@@ -606,9 +606,15 @@ class RaftNode(Generic[M]):
 
     async def _maybe_snapshot(self) -> None:
         """Keep the log bounded: snapshot the state machine once enough entries were applied since the last
-        one. The capture is cheap and happens here; writing it out happens in a worker thread."""
+        one. The capture is cheap and happens here; writing it out happens in a worker thread. A leader waits
+        (up to twice as many entries) while a follower under load has not yet been sent all it applied:
+        compacting the log under that follower would send it the whole snapshot and fail the writes it waits
+        on."""
         applied = self.machine.applied_index
-        if applied - self.core.log.snapshot_index < self.config.snapshot_entries:
+        since = applied - self.core.log.snapshot_index
+        if since < self.config.snapshot_entries:
+            return
+        if since < 2 * self.config.snapshot_entries and self.core.still_replicating(applied):
             return
         snapshot = self.core.snapshot_at(applied)
         writer = self.machine.snapshot()

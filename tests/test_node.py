@@ -268,6 +268,28 @@ async def test_snapshots_bound_the_log_and_catch_up_a_lagging_node(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_leader_holds_back_compaction_for_a_follower_it_is_still_replicating_to(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with cluster(snapshot_entries=20) as net:
+        leader = await wait_for_leader(net)
+        await leader.write(put("warm-up", 0))  # every follower has answered: the leader replicates to each
+        behind = next(i for i in IDS if i != leader.config.id)
+        # What the leader sends it is lost, but it stays in the replicating state; once its window of batches
+        # in flight is full, the leader sends it nothing more, so it has not been sent what the leader applies.
+        net.cut.add(behind)
+        for i in range(25):
+            await leader.write(put(f"k{i}", i))
+        assert leader.core.log.snapshot_index == 0  # compacting now would strand it: wait
+        net.cut.clear()
+        with trio.fail_after(10):  # the leader notices the stall and resends from the log, not a snapshot
+            await net.nodes[behind].wait_applied(leader.machine.applied_index)
+        assert not any(isinstance(m, InstallSnapshot) and m.dst == behind for m in net.sent)
+        for i in range(5):  # nobody is behind any more: compacted well before twice snapshot_entries
+            await leader.write(put(f"more {i}", i))
+        assert 0 < leader.core.log.snapshot_index < 40
+
+
 class CountingStorage(MemoryStorage):
     """Remembers how many entries each save carried."""
 

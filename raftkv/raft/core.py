@@ -313,6 +313,14 @@ class Raft:
         if pr is not None and pr.state is ProgressState.REPLICATE:
             pr.become_probe(pr.match + 1)
 
+    def still_replicating(self, index: int) -> bool:
+        """Whether a follower that is being replicated to (not one that is down or being probed) has yet to be
+        sent the entry at ``index``: compacting the log past it now would cost that follower a whole snapshot
+        instead of a few entries."""
+        return self.role is Role.LEADER and any(
+            pr.state is ProgressState.REPLICATE and pr.next <= index for pr in self.progress.values()
+        )
+
     def snapshot_at(self, index: int) -> Snapshot:
         """The description of a snapshot of the state machine at ``index`` (applied already): the caller
         writes the state machine's data under it, then calls ``compact``."""
