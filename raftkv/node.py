@@ -483,7 +483,7 @@ class RaftNode(Generic[M]):
                             f"hard state {ready.hard_state}, snapshot {ready.snapshot}"
                         )
                         raise
-                if ready.entries and self.core.persisted():
+                if (ready.entries or ready.snapshot) and self.core.persisted():
                     self._wake()  # the leader's own copy completed a quorum: the next Ready commits
                 if self._traced and ready.entries:
                     self._mark_traced("persisted", ready.entries[-1].index)

@@ -227,6 +227,24 @@ def test_a_commit_notice_is_not_answered_unless_refused() -> None:
     assert isinstance(refusal, AppendEntriesReply) and not refusal.success
 
 
+def test_a_leader_counts_its_own_entries_only_once_persisted_even_after_a_snapshot_replaced_its_log() -> None:
+    """§10.2.1: a leader may send before its own fsync, so its own copy counts towards commit only once the
+    driver reports it durable -- also when a snapshot had cut its log short of what it once held."""
+    node = make("n1", term=2, entries=log_of(1, 1, 1, 1, 1), pre_vote=False)
+    membership = node.membership
+    node.step(InstallSnapshot(2, "n2", "n1", Snapshot(3, 2, membership)))  # (3, t1) differs: the log goes
+    assert node.log.last_index == 3 and node.ready().snapshot is not None
+    node.persisted()
+    run_out_timer(node)
+    node.persisted()
+    node.step(RequestVoteReply(node.term, "n2", "n1", granted=True))
+    assert node.role is Role.LEADER
+    no_op = node.ready().entries[-1].index  # handed to the driver, not yet durable
+    node.step(AppendEntriesReply(node.term, "n2", "n1", success=True, match_index=no_op))
+    assert node.log.committed < no_op  # n2 alone is not a quorum of three
+    assert node.persisted() and node.log.committed == no_op
+
+
 def crash_n3_while_n1_commits(cluster: Cluster) -> None:
     """n3 is down while n1 commits three commands with n2; what was on its way to n3 is lost."""
     cluster.crash("n3")

@@ -201,7 +201,7 @@ class Raft:
         self._messages: list[AnyMessage] = []
         self._read_states: list[ReadState] = []
         self._persisted_hs = hs
-        # The last index of the entries handed to the driver in a Ready, and of those it has reported durable
+        # The end of the log as last handed to the driver in a Ready, and as it has since reported durable
         # (``persisted``): a leader counts its own log towards commit only as far as the second goes.
         self._handed_out = self._durable = self.log.last_index
         self._reset_election_timer()
@@ -331,8 +331,8 @@ class Raft:
         self.log.compact(snapshot)
 
     def persisted(self) -> bool:
-        """The driver reports that the entries of the last Ready are durable. True when that committed more
-        (a leader that may count its own copy now): the next ``ready`` then has work."""
+        """The driver reports that the entries (or snapshot) of the last Ready are durable. True when that
+        committed more (a leader that may count its own copy now): the next ``ready`` then has work."""
         self._durable = self._handed_out
         return self.role is Role.LEADER and self._maybe_commit()
 
@@ -348,20 +348,21 @@ class Raft:
         if self.role is Role.LEADER:
             self._tell_commit()
         hs = self.hard_state
-        entries = self.log.take_unstable()
-        if entries:
-            self._handed_out = entries[-1].index
-        eager = [m for m in self._messages if self._may_precede_persist(m, hs)]
+        eager: list[AnyMessage] = []
+        later: list[AnyMessage] = []
+        for m in self._messages:
+            (eager if self._may_precede_persist(m, hs) else later).append(m)
         ready = Ready(
             hard_state=hs if hs != self._persisted_hs else None,
             snapshot=self.log.unstable_snapshot,
-            entries=entries,
+            entries=self.log.take_unstable(),
             eager_messages=eager,
-            messages=[m for m in self._messages if not self._may_precede_persist(m, hs)],
+            messages=later,
             committed=self.log.take_committed(),
             read_states=self._read_states,
         )
         self._persisted_hs = hs
+        self._handed_out = self.log.last_index  # a snapshot that replaced the log included
         self.log.unstable_snapshot = None
         self._messages, self._read_states = [], []
         return ready

@@ -188,7 +188,8 @@ class Ready:
     0. send ``eager_messages`` (a leader's AppendEntries), before or while persisting;
     1. persist ``snapshot`` (if any; its data has arrived beforehand), then ``entries`` (truncating the log
        from ``entries[0].index``), then ``hard_state`` (if changed) -- durably (fsync); then, if there were
-       entries, call ``Raft.persisted`` (a leader counts its own entries towards commit only after it);
+       entries or a snapshot, call ``Raft.persisted`` (a leader counts its own entries towards commit only
+       after it);
     2. send ``messages``;
     3. restore the state machine from ``snapshot`` (if any) and apply ``committed`` in order (MEMBERSHIP
        entries advance the state machine's index as no-ops: the core already acts on them);

@@ -88,7 +88,7 @@ class SimNode:
         if ready.hard_state is not None or ready.entries or ready.snapshot is not None:
             self.store.save(ready.hard_state, ready.entries, ready.snapshot)
             self.checker.on_persist(self.id, raft, ready.hard_state, ready.entries, self.store.term_at)
-            more = bool(ready.entries) and raft.persisted()
+            more = bool(ready.entries or ready.snapshot) and raft.persisted()
         for message in ready.messages:
             self.checker.on_send(message)
             self.send(message)

@@ -1,21 +1,20 @@
 """Durable Raft state in a directory: one CRC-framed append-only log plus one data file per snapshot.
 
-Why this shape: every save is a single record appended to ``raft.log`` and made durable by one fsync, so
-a save is atomic (a record is whole and passes its CRC, or it is a torn tail that recovery cuts off) and
-costs one write and one fsync however much it holds. (A save that only moves the commit index writes
-nothing: the commit index rides in the next record that is written. A crash may lose it, and an older commit
-index is still a true one.) Replaying the records through ``LogState`` rebuilds exactly what the saves
-produced. A snapshot is two things: its description (index, term, membership), which
-travels in the save record like everything else the core knows, and the state machine's data, which can be
-large, is written once, and so goes to a file of its own (see ``snapshot_files``): streamed by
-``write_snapshot`` or arriving in chunks through ``receive_snapshot``, then fsynced and renamed into place
-*before* any record may refer to it. The record carries the data's size and CRC-32, against which the file
-is checked when it is read. The file a snapshot replaced is removed only after the record of its successor
-is durable, and files no record refers to are removed on start (except parts of transfers that can still
-resume), so a crash anywhere leaves the log and its snapshot data consistent. Loading never reads snapshot
-data: restoring the state machine is the node's business, through ``open_snapshot``. When a snapshot leaves
-most of the log dead, the live state is rewritten into a new log the same tmp-and-rename way instead of
-appending, which bounds disk use and restart time. SQLite was rejected because a power cut cannot be
+Why this shape: every save is a single record appended to ``raft.log`` and made durable by one fsync, so a save
+is atomic (a record is whole and passes its CRC, or it is a torn tail that recovery cuts off) and costs one
+write and one fsync however much it holds. (A save that only moves the commit index writes nothing: the commit
+index rides in the next record that is written. A crash may lose it, and an older commit index is still a true
+one.) Replaying the records through ``LogState`` rebuilds exactly what the saves produced. A snapshot is two
+things: its description (index, term, membership), which travels in the save record like everything else the
+core knows, and the state machine's data, which can be large, is written once, and so goes to a file of its own
+(see ``snapshot_files``): streamed by ``write_snapshot`` or arriving in chunks through ``receive_snapshot``,
+then fsynced and renamed into place *before* any record may refer to it. The record carries the data's size and
+CRC-32, against which the file is checked when it is read. The file a snapshot replaced is removed only after
+the record of its successor is durable, and files no record refers to are removed on start (except parts of
+transfers that can still resume), so a crash anywhere leaves the log and its snapshot data consistent. Loading
+never reads snapshot data: restoring the state machine is the node's business, through ``open_snapshot``. When a
+snapshot leaves most of the log dead, the live state is rewritten into a new log the same tmp-and-rename way
+instead of appending, which bounds disk use and restart time. SQLite was rejected because a power cut cannot be
 simulated under it; here every write and fsync goes through the ``Disk`` seam, where tests can cut the power.
 
 Recovery: a bad record with nothing valid after it is a torn tail (a crash mid-write) and is truncated
@@ -27,7 +26,8 @@ later write raises StorageClosedError: the files are then in an unknown state, a
 from what is on disk, is safe.
 
 Not thread-safe: one caller at a time, receivers' writes included (the node holds a lock around every call);
-``simulate_power_loss`` excepted, see ``OsDisk``. Every method blocks on the disk: call it from a worker thread (except a save for which ``needs_disk`` is False, which only notes the commit index).
+``simulate_power_loss`` excepted, see ``OsDisk``. Every method blocks on the disk: call it from a worker thread
+(except a save for which ``needs_disk`` is False, which only notes the commit index).
 """
 
 from __future__ import annotations
