@@ -286,6 +286,33 @@ class RaftNode(Generic[M]):
     async def transfer_leadership(self, target: NodeId | None = None) -> NodeId:
         """Hand leadership to ``target`` (default: the most caught-up voter) and return once it leads.
         Raises NotLeader, Unavailable, or ValueError for a target that is not a voting peer."""
+        chosen = self._start_transfer(target)
+        await self._until(lambda: self.core.leader_id == chosen, f"{chosen} did not take over in time")
+        return chosen
+
+    async def hand_over(self) -> None:
+        """Before a leader stops (SIGTERM): hand leadership to the most caught-up voter and wait for it to lead,
+        so clients see no election timeout. The wait ends early once the transfer is over without it: the
+        core gives a transfer up within an election timeout (the successor may be stopping too, as when a
+        whole cluster stops), or the leadership ended otherwise. Only a campaign of the successor that we voted
+        for may still win, so only that is waited for. A follower, or a lone voter, has nothing to hand over."""
+        if not self.is_leader or self._successor() is None:
+            return
+        chosen = self._start_transfer(None)
+
+        def settled() -> bool:
+            core = self.core
+            return core.leader_id == chosen or (core.transfer_target != chosen and core.vote != chosen)
+
+        with contextlib.suppress(Unavailable):
+            await self._until(settled, f"{chosen} did not take over in time")
+        if self.core.leader_id == chosen:
+            log.info("handed leadership to %s before stopping", chosen)
+        else:
+            log.warning("%s did not take over (it may be stopping too); stopping without a handover", chosen)
+
+    def _start_transfer(self, target: NodeId | None) -> NodeId:
+        """Ask the core to hand leadership to ``target`` (default: the most caught-up voter); its id."""
         chosen = target or self._successor()
         if chosen is None:
             raise ValueError("there is no other voter to hand leadership to")
@@ -296,17 +323,7 @@ class RaftNode(Generic[M]):
         with self._invariant(f"transferring leadership to {chosen}"):
             self.core.transfer_leadership(chosen)
         self._wake()
-        await self._until(lambda: self.core.leader_id == chosen, f"{chosen} did not take over in time")
         return chosen
-
-    async def hand_over(self) -> None:
-        """Before a leader stops (SIGTERM): hand leadership to the most caught-up voter and wait a moment for
-        it to lead, so clients see no election timeout. A follower, or a lone voter, has nothing to hand over."""
-        if not self.is_leader or self._successor() is None:
-            return
-        with contextlib.suppress(NotLeader, Unavailable, ValueError):
-            new = await self.transfer_leadership()
-            log.info("handed leadership to %s before stopping", new)
 
     async def read_barrier(self, *, lease: bool = False) -> None:
         """Return once a read of the local state is linearizable: ReadIndex (thesis §6.4) on the leader, or

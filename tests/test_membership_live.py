@@ -1,6 +1,6 @@
 """Membership changes on real node processes: grow, shrink and replace under a running write load, a joining node
-caught up through a streamed snapshot, leadership transfer, a leader handing over on SIGTERM, and a backup taken
-under load restored into a new cluster."""
+caught up through a streamed snapshot, leadership transfer, a leader handing over on SIGTERM, nodes
+stopped alone or all together, and a backup taken under load restored into a new cluster."""
 
 from __future__ import annotations
 
@@ -107,6 +107,28 @@ async def test_a_leader_stopped_with_sigterm_hands_over_first(
     new = await cluster.wait_for_leader(other_than=leader)
     status = (await http.get(cluster.client_url(new) + "/status")).json()
     assert status["term"] == term + 1  # one election, started at once by the handover (no timeouts lost)
+
+
+async def test_a_node_stopped_alone_or_with_all_others_does_not_wait_out_its_timeouts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM, first to one follower, then to the other two nodes together. A node ends the peers' streams into
+    it and closes their connections without reading on, although the peers still running never end those
+    bodies; and a leader whose successor is stopping too stops once the transfer is over. So no node waits out
+    its graceful timeout (the request timeout) nor a body's read timeout, both 60 s here."""
+    monkeypatch.setenv("RAFTKV_REQUEST_TIMEOUT", "60")
+    monkeypatch.setenv("RAFTKV_READ_TIMEOUT", "60")
+    async with LocalCluster(tmp_path, size=3) as cluster:
+        leader = await cluster.wait_for_leader(timeout=20)
+        follower = next(node_id for node_id in cluster.nodes if node_id != leader)
+        for group in ([follower], [node_id for node_id in cluster.nodes if node_id != follower]):
+            processes = [cluster.node(node_id).process for node_id in group]
+            for process in processes:
+                assert process is not None
+                process.terminate()
+            with trio.fail_after(30):
+                for process in processes:
+                    assert process is not None and await process.wait() == 0
 
 
 async def test_a_backup_taken_under_load_restores_into_a_new_cluster(

@@ -442,3 +442,21 @@ async def test_a_leader_hands_over_before_it_stops(autojump_clock: trio.testing.
         assert not leader.is_leader
         successor = leader.core.leader_id
         assert successor is not None and net.nodes[successor].is_leader
+
+
+async def test_a_leader_stops_without_handing_over_once_the_core_gives_the_transfer_up(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Thesis §3.10: a transfer not done within an election timeout is abandoned. A stopping leader whose
+    successor is gone (stopping too) then stops as leader, instead of waiting out the request timeout."""
+    async with cluster() as net:
+        leader = await wait_for_leader(net)
+        lagging, successor = (i for i in IDS if i != leader.config.id)
+        net.cut.add(lagging)
+        await leader.write(put("a", 1))  # the successor now holds more of the log than the lagging one
+        net.cut.clear()
+        net.cut.add(successor)  # it stops answering; the lagging one keeps the quorum
+        started = trio.current_time()
+        await leader.hand_over()
+        assert trio.current_time() - started < leader.config.request_timeout
+        assert leader.is_leader and leader.core.transfer_target is None

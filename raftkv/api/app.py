@@ -110,8 +110,9 @@ def create_app(node: RaftNode[kv.KVStore]) -> QuartTrio:
     async def finish_connection(response: Response) -> Response:
         """Keep keep-alive connections healthy: read any request body the route left unread (hypercorn
         stalls the next request on a connection whose body was not consumed), and once shutdown began,
-        close each connection after its answer (peers keep theirs busy with heartbeats, and the server would
-        otherwise wait for them until its graceful timeout)."""
+        close each connection after its answer without reading on (peers keep theirs busy with heartbeats,
+        and the body of a peer's stream that shutdown ended never ends: the server would wait for it until
+        its graceful timeout)."""
         if not request.path.startswith(("/raft/", "/docs", "/openapi")):  # as etcd's response header does
             response.headers.setdefault(REVISION_HEADER, str(node.machine.revision))
             response.headers.setdefault(TERM_HEADER, str(node.core.term))
@@ -122,15 +123,13 @@ def create_app(node: RaftNode[kv.KVStore]) -> QuartTrio:
         if (trace := g.get("trace")) is not None:
             trace.mark("answered")
             response.headers[TRACE_HEADER] = trace.header()
-        if response.status_code in (408, 413):  # the body is too slow or too large: do not wait for it
+        if response.status_code in (408, 413) or app.config.get(DRAINING):  # do not wait for the body
             response.headers["Connection"] = "close"
         if response.headers.get("Connection") == "close":
             return response
         if request.content_length or "Transfer-Encoding" in request.headers:  # a body that may be unread
             with contextlib.suppress(RequestEntityTooLarge, RequestTimeout):
                 await request.get_data()  # costs a scheduler round even when read already: only if needed
-        if app.config.get(DRAINING):
-            response.headers["Connection"] = "close"
         return response
 
     @app.after_request
