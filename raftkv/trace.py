@@ -5,8 +5,9 @@ in the order the stages happened, each the time since the answering node receive
 node's monotonic clock. A write on the leader passes ``received``, ``proposed`` (appended to the leader's log),
 ``sent`` (handed to the peer senders, before the leader's own fsync), ``persisted`` (that fsync done),
 ``acked`` (the first follower's acknowledgement arrived, which includes that follower's fsync; it may come
-before ``persisted``), ``committed``, ``applied`` and ``answered``. A follower that forwards the write adds ``forwarded`` and relays the leader's stages, prefixed
-``leader.`` and moved onto its own clock. Untraced requests pay nothing but a dictionary lookup.
+before ``persisted``), ``committed``, ``applied`` and ``answered``. A follower that forwards the write adds
+``forwarded`` and relays the leader's stages, prefixed ``leader.`` and moved onto its own clock. Untraced
+requests pay nothing but a dictionary lookup.
 """
 
 from __future__ import annotations

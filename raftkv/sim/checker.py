@@ -4,8 +4,8 @@ Every check is cheap enough to run after each message and tick:
 
 - election safety: a leader holds the votes of a quorum of its configuration in its term (a majority of each
   half while joint), and each node votes once per term (across crashes too; a vote counts once persisted or
-  sent), and its durable term never goes back, so the first leader seen in a
-  term is the only one it may ever have; and its configuration overlaps the latest committed one (below);
+  sent), and its durable term never goes back, so the first leader seen in a term is the only one it may ever
+  have; and its configuration overlaps the latest committed one (below);
 - commitment: whenever a leader advances its commit index, the entry there is durably stored on a quorum of
   the leader's configuration -- learners, and a leader that is not a voter, do not count;
 - no two disjoint majorities: a configuration a leader appends has quorums that overlap those of the latest
